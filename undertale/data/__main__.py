@@ -1,0 +1,107 @@
+"""Data commands: build a corpus, train a tokenizer, tokenize, benchmark.
+
+    python -m undertale.data corpus OUTPUT_DIR [PATHS ...] [--workers N] [--max-functions N] [--seed S]
+                                    [--validation-fraction F]
+    python -m undertale.data tokenizer CORPUS_DIR OUTPUT_FILE [--vocabulary-size N] [--sequence-length L]
+    python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
+    python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .corpus import CorpusOptions, build_corpus
+from .encode import tokenize_corpus
+from .pipeline import training_texts
+from .tokenizer import DEFAULT_MERGES, DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
+
+
+def _corpus(args: argparse.Namespace) -> None:
+    options = CorpusOptions(
+        seed=args.seed, validation_fraction=args.validation_fraction, max_functions=args.max_functions
+    )
+    build_corpus(args.output, args.paths, options, workers=args.workers)
+
+
+def _tokenizer(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    texts = training_texts(Path(args.corpus), args.functions)
+    if not texts:
+        raise ValueError(f"{args.corpus}: no functions to train a tokenizer on")
+    tokenizer = train_tokenizer(texts, args.vocabulary_size, args.sequence_length)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(args.output)
+    print(
+        f"tokenizer: {tokenizer.get_vocab_size():,} tokens from {len(texts):,} functions in "
+        f"{time.perf_counter() - started:.1f} s -> {args.output}"
+    )
+
+
+def _tokenize(args: argparse.Namespace) -> None:
+    tokenizer = load_tokenizer(args.tokenizer, args.sequence_length)
+    counts = tokenize_corpus(args.corpus, tokenizer, args.output)
+    rate = counts["tokens"] / max(counts["seconds"], 1e-9)
+    print(f"tokenize: {counts['rows']:,} functions, {counts['tokens']:,} tokens, {rate:,.0f} tokens/s -> {args.output}")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import run_benchmark
+
+    run_benchmark(args.paths, workers=args.workers, max_files=args.max_files)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m undertale.data", description="undertale data commands")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    corpus = commands.add_parser("corpus", help="disassemble ELF binaries into parquet shards")
+    corpus.add_argument("output", help="corpus directory to write")
+    corpus.add_argument("paths", nargs="*", help="files, directories or globs (default: the system directories)")
+    corpus.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    corpus.add_argument("--max-functions", type=int, default=None, help="stop after this many unique functions")
+    corpus.add_argument("--seed", type=int, default=0, help="seed of the file order and the split")
+    corpus.add_argument("--validation-fraction", type=float, default=0.05, help="share of binaries held out")
+    corpus.set_defaults(run=_corpus)
+
+    tokenizer = commands.add_parser("tokenizer", help="train a tokenizer on a corpus")
+    tokenizer.add_argument("corpus", help="corpus directory (or any parquet shards with a disassembly column)")
+    tokenizer.add_argument("output", help="tokenizer.json to write")
+    tokenizer.add_argument(
+        "--vocabulary-size", type=int, default=DEFAULT_MERGES,
+        help=f"byte-pair budget for numbers; whole tokens come on top (default {DEFAULT_MERGES})",
+    )
+    tokenizer.add_argument("--sequence-length", type=int, default=DEFAULT_SEQUENCE_LENGTH, help="fixed token length")
+    tokenizer.add_argument("--functions", type=int, default=50_000, help="functions sampled for training")
+    tokenizer.set_defaults(run=_tokenizer)
+
+    tokenize = commands.add_parser("tokenize", help="add fixed-length tokens and mask to corpus shards")
+    tokenize.add_argument("corpus", help="corpus directory")
+    tokenize.add_argument("tokenizer", help="tokenizer.json")
+    tokenize.add_argument("output", help="directory for tokenized shards")
+    tokenize.add_argument("--sequence-length", type=int, default=None, help="override the tokenizer's length")
+    tokenize.set_defaults(run=_tokenize)
+
+    benchmark = commands.add_parser("benchmark", help="corpus build speed beside objdump -d on the same files")
+    benchmark.add_argument("paths", nargs="*", help="files, directories or globs (default: the system directories)")
+    benchmark.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    benchmark.add_argument("--max-files", type=int, default=200, help="ELF files sampled (default 200)")
+    benchmark.set_defaults(run=_benchmark)
+    return root
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

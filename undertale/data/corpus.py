@@ -1,0 +1,355 @@
+"""Build a corpus of instruction-trace functions from ELF binaries.
+
+Output layout::
+
+    OUTPUT_DIR/train/shard-00000.parquet ...
+    OUTPUT_DIR/validation/shard-00000.parquet ...
+    OUTPUT_DIR/manifest.json   written last: its presence marks a complete corpus
+
+Files are decoded in parallel; functions are deduplicated by a hash of their
+bytes; the train/validation split is by binary and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from elftools.common.exceptions import ELFError
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .disassembly import disassemble_many
+from .elf import UnsupportedFile, file_functions, file_kind
+
+SYSTEM_DIRECTORIES = (
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/libexec",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/i386-linux-gnu",
+    "/bin",
+    "/sbin",
+)
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("name", pa.string()),
+        ("architecture", pa.string()),
+        ("address", pa.uint64()),
+        ("size", pa.int64()),
+        ("instructions", pa.int64()),
+        ("skipped_bytes", pa.int64()),
+        ("disassembly", pa.string()),
+    ]
+)
+
+SPLITS = ("train", "validation")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CorpusOptions:
+    """Parameters of a corpus build (recorded in the manifest and part of the cache key)."""
+
+    seed: int = 0
+    validation_fraction: float = 0.05
+    max_functions: Optional[int] = None
+    min_instructions: int = 1
+    rows_per_shard: int = 50_000
+
+
+@dataclass
+class FileResult:
+    """What one worker found in one file."""
+
+    path: str
+    rows: list[dict] = field(default_factory=list)
+    instructions: int = 0
+    skipped_bytes: int = 0
+    error: Optional[str] = None
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+    """Files named by ``paths`` (files, directories searched recursively, globs), resolved and deduplicated.
+
+    Raises:
+        FileNotFoundError: when a path or glob matches nothing.
+    """
+    found: dict[str, None] = {}
+    for path in paths:
+        matches = glob.glob(path) if glob.has_magic(path) else [path]
+        if not matches or not all(os.path.exists(match) for match in matches):
+            raise FileNotFoundError(f"input path {path!r} does not exist")
+        for match in matches:
+            if os.path.isdir(match):
+                for root, _, names in os.walk(match):
+                    for name in sorted(names):
+                        _add_file(found, os.path.join(root, name))
+            else:
+                _add_file(found, match)
+    return sorted(found)
+
+
+def _add_file(found: dict[str, None], path: str) -> None:
+    real = os.path.realpath(path)
+    if os.path.isfile(real) and os.path.getsize(real) > 0:
+        found.setdefault(real, None)
+
+
+def system_inputs() -> list[str]:
+    """The machine's own binaries: the system directories that exist here."""
+    return expand_inputs([path for path in SYSTEM_DIRECTORIES if os.path.isdir(path)])
+
+
+def function_id(code: bytes) -> str:
+    """Content hash of a function's bytes (the deduplication key)."""
+    return hashlib.blake2b(code, digest_size=12).hexdigest()
+
+
+def split_of(paths: Sequence[str], seed: int, validation_fraction: float) -> dict[str, str]:
+    """Assign each binary to ``train`` or ``validation``, deterministically for ``seed``.
+
+    The ``ceil(fraction x count)`` binaries with the smallest seeded hash go to
+    validation (at least one when the fraction is positive and there are two
+    or more binaries), so small inputs still get a validation set.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be within [0, 1), got {validation_fraction}")
+    ranked = sorted(paths, key=lambda path: hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest())
+    count = math.ceil(validation_fraction * len(ranked)) if len(ranked) > 1 else 0
+    validation = set(ranked[:count])
+    return {path: "validation" if path in validation else "train" for path in paths}
+
+
+def read_file(path: str, min_instructions: int = 1) -> FileResult:
+    """Decode every function of one file into corpus rows; never raises for bad input."""
+    result = FileResult(path)
+    try:
+        for member, architecture, functions in file_functions(path):
+            source = f"{path}({member})" if member else path
+            decoded = disassemble_many([(function.code, function.address) for function in functions], architecture)
+            for function, disassembly in zip(functions, decoded):
+                if disassembly.instructions < min_instructions:
+                    continue
+                result.instructions += disassembly.instructions
+                result.skipped_bytes += disassembly.skipped_bytes
+                result.rows.append(
+                    {
+                        "id": function_id(function.code),
+                        "source": source,
+                        "name": function.name,
+                        "architecture": architecture,
+                        "address": function.address,
+                        "size": len(function.code),
+                        "instructions": disassembly.instructions,
+                        "skipped_bytes": disassembly.skipped_bytes,
+                        "disassembly": disassembly.text,
+                    }
+                )
+    except UnsupportedFile as reason:
+        result.error = str(reason)
+    except (ELFError, ValueError, KeyError, IndexError, OSError, EOFError, AssertionError) as error:
+        result.error = f"corrupt or unreadable ELF: {type(error).__name__}: {error}"
+    except Exception as error:  # pyelftools raises many kinds on hostile input; keep going
+        result.error = f"failed to read: {type(error).__name__}: {error}"
+    return result
+
+
+def _read_file_job(job: tuple[str, int]) -> FileResult:
+    return read_file(*job)
+
+
+class ShardWriter:
+    """Buffer rows and write them as numbered parquet shards, atomically (temporary name, then rename)."""
+
+    def __init__(self, directory: Path, rows_per_shard: int):
+        self.directory = directory
+        self.rows_per_shard = rows_per_shard
+        self.buffer: list[dict] = []
+        self.shards: list[str] = []
+        self.rows = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, rows: Iterable[dict]) -> None:
+        self.buffer.extend(rows)
+        while len(self.buffer) >= self.rows_per_shard:
+            self._write(self.buffer[: self.rows_per_shard])
+            self.buffer = self.buffer[self.rows_per_shard :]
+
+    def close(self) -> None:
+        if self.buffer or not self.shards:
+            self._write(self.buffer)
+        self.buffer = []
+
+    def _write(self, rows: list[dict]) -> None:
+        path = self.directory / f"shard-{len(self.shards):05d}.parquet"
+        temporary = path.with_suffix(".parquet.tmp")
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), temporary, compression="zstd")
+        os.replace(temporary, path)
+        self.shards.append(path.name)
+        self.rows += len(rows)
+
+
+def _fingerprint(files: Sequence[str], options: CorpusOptions) -> str:
+    digest = hashlib.sha256(json.dumps([__version__, asdict(options)]).encode())
+    for path in files:
+        status = os.stat(path)
+        digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load_manifest(directory: str | os.PathLike) -> Optional[dict]:
+    """The manifest of a complete corpus in ``directory``, or None."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    for split in SPLITS:
+        for shard in manifest.get("shards", {}).get(split, []):
+            if not (Path(directory) / split / shard).is_file():
+                return None
+    return manifest
+
+
+def build_corpus(
+    output: str | os.PathLike,
+    paths: Optional[Sequence[str]] = None,
+    options: Optional[CorpusOptions] = None,
+    workers: Optional[int] = None,
+    progress: bool = True,
+) -> dict:
+    """Disassemble ``paths`` (the system directories when empty) into parquet shards under ``output``.
+
+    A complete corpus built from the same files and options is reused as is.
+
+    Arguments:
+        output: corpus directory.
+        paths: files, directories or globs.
+        options: seed, split, limits.
+        workers: processes (default: all cores).
+        progress: show a progress bar and print a summary.
+
+    Returns:
+        The manifest (also written to ``output/manifest.json``).
+
+    Raises:
+        FileNotFoundError: when an input path does not exist.
+        ValueError: when no functions could be read from the inputs.
+    """
+    options = options or CorpusOptions()
+    output = Path(output)
+    files = expand_inputs(paths) if paths else system_inputs()
+    if not files:
+        raise ValueError(f"no input files found in {', '.join(paths) if paths else 'the system directories'}")
+    key = _fingerprint(files, options)
+    existing = load_manifest(output)
+    if existing is not None and existing.get("key") == key:
+        if progress:
+            print(f"corpus: reusing {output} ({existing['counts']['functions']:,} functions)")
+        return existing
+
+    (output / MANIFEST).unlink(missing_ok=True)
+    for split in SPLITS:
+        shutil.rmtree(output / split, ignore_errors=True)
+    writers = {split: ShardWriter(output / split, options.rows_per_shard) for split in SPLITS}
+    splits = split_of(files, options.seed, options.validation_fraction)
+    order = sorted(files, key=lambda path: hashlib.blake2b(f"order:{options.seed}:{path}".encode()).digest())
+
+    seen: set[str] = set()
+    skipped: dict[str, str] = {}
+    totals = Counter()
+    started = time.perf_counter()
+    workers = workers or os.cpu_count() or 1
+    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
+    bar = tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True)
+    with context.Pool(workers) as pool:
+        for result in pool.imap(_read_file_job, [(path, options.min_instructions) for path in order], chunksize=1):
+            bar.update()
+            if result.error is not None:
+                skipped[result.path] = result.error
+                continue
+            totals["files"] += 1
+            totals["decoded_instructions"] += result.instructions
+            totals["duplicates"] += sum(row["id"] in seen for row in result.rows)
+            fresh = []
+            for row in result.rows:
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    fresh.append(row)
+            if options.max_functions is not None:
+                fresh = fresh[: max(0, options.max_functions - totals["functions"])]
+            totals["functions"] += len(fresh)
+            totals["instructions"] += sum(row["instructions"] for row in fresh)
+            totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
+            writers[splits[result.path]].add(fresh)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(
+                functions=f"{totals['functions']:,}",
+                fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
+                insn_per_s=f"{totals['instructions'] / elapsed:,.0f}",
+            )
+            if options.max_functions is not None and totals["functions"] >= options.max_functions:
+                pool.terminate()
+                break
+    bar.close()
+    if not totals["functions"]:
+        reasons = Counter(reason.split(":")[0] for reason in skipped.values()).most_common(3)
+        raise ValueError(f"no functions found in {len(files)} input file(s); most common reasons: {reasons}")
+    for writer in writers.values():
+        writer.close()
+    elapsed = time.perf_counter() - started
+    manifest = {
+        "undertale_version": __version__,
+        "key": key,
+        "inputs": list(paths) if paths else list(SYSTEM_DIRECTORIES),
+        "files": len(files),
+        "parameters": asdict(options) | {"workers": workers},
+        "counts": dict(totals) | {split: writers[split].rows for split in SPLITS},
+        "skipped_reasons": dict(Counter(reason.split(":")[0] for reason in skipped.values()).most_common()),
+        "skipped_files": skipped,
+        "shards": {split: writers[split].shards for split in SPLITS},
+        "seconds": round(elapsed, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    temporary = output / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2))
+    os.replace(temporary, output / MANIFEST)
+    if progress:
+        print(summary(manifest, output))
+    return manifest
+
+
+def summary(manifest: dict, output: Path) -> str:
+    """A few lines describing a finished corpus build."""
+    counts = manifest["counts"]
+    seconds = max(manifest["seconds"], 1e-9)
+    lines = [
+        f"corpus: {output}",
+        f"  {counts['functions']:,} functions ({counts['train']:,} train, {counts['validation']:,} validation), "
+        f"{counts['instructions']:,} instructions from {counts['files']:,} files",
+        f"  {counts.get('duplicates', 0):,} duplicate functions dropped, {counts.get('skipped_bytes', 0):,} "
+        f"undecodable bytes skipped",
+        f"  {seconds:.1f} s: {counts['functions'] / seconds:,.0f} functions/s, "
+        f"{counts['instructions'] / seconds:,.0f} instructions/s",
+    ]
+    if manifest["skipped_reasons"]:
+        reasons = ", ".join(f"{reason} ({count})" for reason, count in list(manifest["skipped_reasons"].items())[:4])
+        lines.append(f"  skipped {len(manifest['skipped_files']):,} files: {reasons}")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""LightningDataModule over tokenized shards (``train/`` and ``validation/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import lightning
+import torch
+from torch.utils.data import DataLoader
+
+from .dataset import TokenizedParquetDataset
+from .encode import tokenized_files
+
+
+class InstructionTraceDataModule(lightning.LightningDataModule):
+    """Train and validation loaders of masked-LM batches.
+
+    Arguments:
+        directory: tokenized data with ``train/`` and ``validation/`` shards.
+        collator: turns a batch of ``tokens``/``mask`` into the model's input
+            (e.g. :class:`~undertale.models.maskedlm.MaskedLMCollator`).
+        batch_size: rows per batch on each rank.
+        num_workers: loader worker processes per rank.
+        seed: shuffling seed (the epoch is added to it).
+        shuffle_buffer: rows held for shuffling.
+        pin_memory: pin host memory; default: when a GPU is present.
+        even_ranks: equal rows per DDP rank (see :class:`TokenizedParquetDataset`).
+
+    Raises:
+        ValueError: at setup, naming the path, when a split has no rows.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        collator: Callable,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        seed: int = 0,
+        shuffle_buffer: int = 8192,
+        pin_memory: Optional[bool] = None,
+        even_ranks: bool = True,
+    ):
+        super().__init__()
+        self.directory = Path(directory)
+        self.collator = collator
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.even_ranks = even_ranks
+        self.train_dataset: Optional[TokenizedParquetDataset] = None
+        self.val_dataset: Optional[TokenizedParquetDataset] = None
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _dataset(self, split: str, shuffle: bool) -> TokenizedParquetDataset:
+        rank, world = self._rank()
+        try:
+            files = tokenized_files(self.directory, split)
+        except FileNotFoundError as error:
+            raise ValueError(f"no {split} data: {error}") from error
+        dataset = TokenizedParquetDataset(
+            files,
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            shuffle_buffer=self.shuffle_buffer,
+            even_ranks=self.even_ranks and shuffle,
+            rank=rank,
+            world_size=world,
+        )
+        dataset.loader_workers = max(1, self.num_workers)
+        if shuffle and dataset.rank_rows() == 0:
+            raise ValueError(f"{self.directory / split}: {dataset.total_rows} rows cannot be shared by {world} ranks")
+        return dataset
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset("train", shuffle=True)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._dataset("validation", shuffle=False)
+
+    def _loader(self, dataset: TokenizedParquetDataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,  # workers must see each epoch's set_epoch
+            prefetch_factor=4 if self.num_workers else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset
+        trainer = self.trainer
+        if trainer is not None:
+            dataset.set_epoch(trainer.current_epoch)
+            dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        return self._loader(dataset)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset)
+
+    def on_train_epoch_start(self) -> None:
+        """Called by :class:`~undertale.training.callbacks.DataEpoch` before each epoch's loader iterator."""
+        if self.trainer is not None and self.train_dataset is not None:
+            self.train_dataset.set_epoch(self.trainer.current_epoch)
+            self.train_dataset.resume_at(0)

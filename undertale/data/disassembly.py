@@ -1,0 +1,219 @@
+"""Decode function bytes with capstone and write them as instruction-trace text.
+
+The text format (``shared/DESIGN.md``): tokens separated by single spaces,
+instructions by ``[NEXT]``, operand commas dropped, brackets and arithmetic
+signs as tokens of their own, numbers in decimal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+import capstone
+import numpy as np
+
+NEXT = "[NEXT]"
+
+_MODES = {
+    "x86-64": (capstone.CS_ARCH_X86, capstone.CS_MODE_64),
+    "x86": (capstone.CS_ARCH_X86, capstone.CS_MODE_32),
+    "aarch64": (getattr(capstone, "CS_ARCH_ARM64", getattr(capstone, "CS_ARCH_AARCH64", None)), capstone.CS_MODE_ARM),
+}
+
+_HEX = re.compile(r"(0x[0-9a-fA-F]+)")
+# Plain str.replace passes are several times faster than one multi-character str.translate.
+_SPACING = [(",", " "), ("[", " [ "), ("]", " ] "), ("*", " * "), ("+", " + "), ("-", " - "), (":", " : ")]
+_AARCH64_SPACING = [("#", " "), ("!", " ! "), ("{", " { "), ("}", " } ")]
+_INSTRUCTION_BREAK, _FUNCTION_BREAK = "\n", "\x01"
+_DECIMAL_CACHE: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Disassembly:
+    """A decoded function: its text, instruction count and the bytes that did not decode."""
+
+    text: str
+    instructions: int
+    skipped_bytes: int
+
+
+@lru_cache(maxsize=None)
+def _decoder(architecture: str) -> capstone.Cs:
+    if architecture not in _MODES:
+        raise ValueError(f"unsupported architecture {architecture!r}; choose from {', '.join(_MODES)}")
+    decoder = capstone.Cs(*_MODES[architecture])
+    decoder.detail = False
+    return decoder
+
+
+def _decimal(hexadecimal: list[str]) -> list[str]:
+    cache = _DECIMAL_CACHE
+    if len(cache) > 1_000_000:
+        cache.clear()
+    converted = [cache.get(value) for value in hexadecimal]
+    for index, value in enumerate(converted):
+        if value is None:
+            converted[index] = cache[hexadecimal[index]] = str(int(hexadecimal[index], 16))
+    return converted
+
+
+def normalise_many(functions: list[list[str]]) -> list[str]:
+    """Instruction-trace text for many functions at once, each a list of ``"mnemonic op_str"``.
+
+    The whole batch is rewritten as one string, so the per-function cost of
+    the regular expression and the replace passes is paid once.
+    """
+    return _normalise_text(_FUNCTION_BREAK.join(_INSTRUCTION_BREAK.join(lines) for lines in functions))
+
+
+def normalise(instructions: list[str]) -> str:
+    """Join ``"mnemonic op_str"`` strings into one instruction-trace text."""
+    return normalise_many([instructions])[0]
+
+
+def decode(code: bytes, address: int, architecture: str = "x86-64") -> tuple[list[str], int]:
+    """``"mnemonic op_str"`` for each instruction, and the number of undecodable bytes skipped.
+
+    Bytes that do not decode (data in ``.text``, padding) are skipped one at a
+    time and counted; decoding resumes after them, so a function is never
+    silently cut short.
+    """
+    decoder = _decoder(architecture)
+    lines: list[str] = []
+    append = lines.append
+    offset, skipped, end = 0, 0, len(code)
+    while offset < end:
+        position = offset
+        for insn_address, size, mnemonic, operands in decoder.disasm_lite(code[offset:] if offset else code, address + offset):
+            append(mnemonic + " " + operands)
+            position = insn_address + size - address
+        if position < end:
+            skipped += 1
+            position += 1
+        offset = position
+    return lines, skipped
+
+
+class _ArrayDecoder:
+    """Decode through capstone's C API straight into numpy arrays of ``cs_insn`` records.
+
+    The Python binding builds a tuple and two strings per instruction; here
+    ``cs_disasm`` fills one buffer per function and the mnemonic and operand
+    text of every instruction is cut out of it with array operations.
+    """
+
+    def __init__(self, architecture: str):
+        self.handle = _decoder(architecture).csh
+        record = capstone._cs_insn
+        self.record_size = ctypes.sizeof(record)
+        self.text_start = record.mnemonic.offset
+        self.text_stop = record.op_str.offset + record.op_str.size
+        # field positions within the kept [text_start, text_stop) slice of each record
+        self.fields = [
+            (record.mnemonic.offset - self.text_start, record.mnemonic.size),
+            (record.op_str.offset - self.text_start, record.op_str.size),
+        ]
+        self.address_offset = record.address.offset
+        self.size_offset = record.size.offset
+
+    def decode(self, code: bytes, address: int) -> tuple[list[np.ndarray], int, int]:
+        """Per-chunk (instructions x record) byte arrays, the instruction count, skipped bytes."""
+        chunks, count_total, skipped, offset, end = [], 0, 0, 0, len(code)
+        while offset < end:
+            pointer = ctypes.POINTER(capstone._cs_insn)()
+            piece = code[offset:] if offset else code
+            count = capstone._cs.cs_disasm(self.handle, piece, len(piece), address + offset, 0, ctypes.byref(pointer))
+            position = offset
+            if count:
+                try:
+                    raw = ctypes.cast(pointer, ctypes.POINTER(ctypes.c_uint8 * (count * self.record_size))).contents
+                    everything = np.frombuffer(raw, dtype=np.uint8).reshape(count, self.record_size)
+                    records = everything[:, self.text_start : self.text_stop].copy()
+                    last = everything[-1]
+                    last_address = int(last[self.address_offset : self.address_offset + 8].view(np.uint64)[0])
+                    last_size = int(last[self.size_offset : self.size_offset + 2].view(np.uint16)[0])
+                finally:
+                    capstone._cs.cs_free(pointer, count)
+                position = last_address + last_size - address
+                chunks.append(records)
+                count_total += count
+            if position < end:
+                skipped += 1
+                position += 1
+            offset = position
+        return chunks, count_total, skipped
+
+    def text(self, records: np.ndarray, function_ends: np.ndarray) -> str:
+        """``mnemonic op_str`` lines of all records; function ends get the function separator."""
+        columns = []
+        for at, size in self.fields:
+            field = records[:, at : at + size]
+            length = np.argmax(field == 0, axis=1)  # C strings: keep the bytes before the first NUL
+            width = int(length.max()) if len(length) else 0
+            field = field[:, :width]
+            columns.append(np.where(np.arange(width) < length[:, None], field, 0).astype(np.uint8))
+        separator = np.full((len(records), 1), ord(" "), dtype=np.uint8)
+        ends = np.full((len(records), 1), ord(_INSTRUCTION_BREAK), dtype=np.uint8)
+        ends[function_ends] = ord(_FUNCTION_BREAK)
+        flat = np.concatenate([columns[0], separator, columns[1], ends], axis=1).reshape(-1)
+        return flat[flat != 0].tobytes().decode("latin-1")
+
+
+@lru_cache(maxsize=None)
+def _array_decoder(architecture: str) -> Optional[_ArrayDecoder]:
+    try:
+        return _ArrayDecoder(architecture)
+    except (AttributeError, TypeError):  # a capstone binding without the ctypes internals
+        return None
+
+
+def _normalise_text(text: str) -> list[str]:
+    parts = _HEX.split(text)
+    if len(parts) > 1:
+        parts[1::2] = _decimal(parts[1::2])
+        text = "".join(parts)
+    spacing = _SPACING + _AARCH64_SPACING if "#" in text or "{" in text else _SPACING
+    for old, new in spacing + [(_INSTRUCTION_BREAK, f" {NEXT} ")]:
+        text = text.replace(old, new)
+    return [" ".join(function.split()) for function in text.split(_FUNCTION_BREAK)]
+
+
+def disassemble_many(functions: list[tuple[bytes, int]], architecture: str = "x86-64") -> list[Disassembly]:
+    """Decode and normalise many (code, address) functions of one architecture."""
+    fast = _array_decoder(architecture)
+    if fast is None:
+        decoded = [decode(code, address, architecture) for code, address in functions]
+        texts = normalise_many([lines for lines, _ in decoded])
+        return [Disassembly(text, len(lines), skipped) for text, (lines, skipped) in zip(texts, decoded)]
+    chunks, counts, skipped = [], [], []
+    for code, address in functions:
+        records, count, skip = fast.decode(code, address)
+        chunks.extend(records)
+        counts.append(count)
+        skipped.append(skip)
+    nonempty = [count for count in counts if count]
+    texts = iter(())
+    if nonempty:
+        ends = np.cumsum(nonempty) - 1
+        texts = iter(_normalise_text(fast.text(np.concatenate(chunks), ends)))
+    return [
+        Disassembly(next(texts) if count else "", count, skip) for count, skip in zip(counts, skipped)
+    ]
+
+
+def disassemble(code: bytes, address: int, architecture: str = "x86-64") -> Disassembly:
+    """Decode one function's bytes into instruction-trace text.
+
+    Arguments:
+        code: the function's bytes.
+        address: virtual address of the first byte (branch targets are absolute).
+        architecture: ``x86-64``, ``x86`` or ``aarch64``.
+
+    Returns:
+        The text, the number of instructions and the number of skipped bytes.
+    """
+    return disassemble_many([(code, address)], architecture)[0]

@@ -1,0 +1,276 @@
+"""Find functions in ELF files: their names, addresses and bytes.
+
+Boundaries come from the symbol tables (``.symtab``, ``.dynsym``) and, for
+stripped binaries, from the unwind table (``.eh_frame`` FDEs record the start
+and length of nearly every function). ``ar`` archives (``.a``) are opened
+member by member.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+ELF_MAGIC = b"\x7fELF"
+AR_MAGIC = b"!<arch>\n"
+
+# e_machine -> architecture name understood by undertale.data.disassembly
+ARCHITECTURES = {"EM_X86_64": "x86-64", "EM_386": "x86", "EM_AARCH64": "aarch64"}
+
+SHF_EXECINSTR = 0x4
+
+
+class UnsupportedFile(Exception):
+    """A file that is skipped on purpose (not ELF, another architecture, ...); the message is the reason."""
+
+
+@dataclass(frozen=True)
+class FunctionBytes:
+    """One function's code, as found in a binary."""
+
+    name: str
+    address: int
+    code: bytes
+
+
+@dataclass(frozen=True)
+class _Section:
+    address: int
+    data: bytes
+    index: int
+
+
+def file_kind(path: str) -> Optional[str]:
+    """``"elf"``, ``"ar"`` or None, from the file's magic bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(ELF_MAGIC):
+        return "elf"
+    if head == AR_MAGIC:
+        return "ar"
+    return None
+
+
+def archive_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, bytes) for each ELF member of a System V / GNU ``ar`` archive."""
+    offset = len(AR_MAGIC)
+    names = b""
+    while offset + 60 <= len(data):
+        header = data[offset : offset + 60]
+        name = header[:16].decode("latin-1").strip()
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError as error:
+            raise ELFError(f"corrupt ar member header at offset {offset}") from error
+        body = data[offset + 60 : offset + 60 + size]
+        offset += 60 + size + (size & 1)
+        if name == "//":
+            names = body
+        elif name.startswith("/") and name[1:].isdigit() and names:
+            start = int(name[1:])
+            name = names[start : names.index(b"/\n", start)].decode("latin-1")
+        if body.startswith(ELF_MAGIC):
+            yield name.rstrip("/"), body
+
+
+def elf_architecture(elf: ELFFile) -> str:
+    """Architecture name of an opened ELF file.
+
+    Raises:
+        UnsupportedFile: for machines the disassembler does not handle.
+    """
+    machine = elf["e_machine"]
+    if machine not in ARCHITECTURES:
+        raise UnsupportedFile(f"unsupported architecture {machine}")
+    return ARCHITECTURES[machine]
+
+
+def _read_encoded(data: bytes, offset: int, encoding: int, field_address: int, pointer_size: int) -> tuple[int, int]:
+    """Read a DWARF EH pointer; returns (value, new offset)."""
+    form = encoding & 0x0F
+    if form == 0x00:
+        size, fmt = pointer_size, "<Q" if pointer_size == 8 else "<I"
+    elif form in (0x01, 0x09):
+        value, shift, start = 0, 0, offset
+        while True:
+            byte = data[offset]
+            offset += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if form == 0x09 and byte & 0x40:
+            value -= 1 << shift
+        return value + (field_address if encoding & 0x70 == 0x10 else 0), offset
+    else:
+        size, fmt = {0x02: (2, "<H"), 0x03: (4, "<I"), 0x04: (8, "<Q"), 0x0A: (2, "<h"), 0x0B: (4, "<i"), 0x0C: (8, "<q")}[
+            form
+        ]
+    (value,) = struct.unpack_from(fmt, data, offset)
+    application = encoding & 0x70
+    if application == 0x10:
+        value += field_address
+    elif application != 0x00:
+        raise ValueError(f"unsupported pointer encoding {encoding:#x}")
+    return value & ((1 << (8 * pointer_size)) - 1), offset + size
+
+
+def _uleb(data: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, offset
+
+
+def eh_frame_functions(data: bytes, section_address: int, pointer_size: int) -> list[tuple[int, int]]:
+    """(start, length) of every FDE in an ``.eh_frame`` section; unreadable CIEs are skipped."""
+    functions = []
+    encodings: dict[int, Optional[int]] = {}
+    offset = 0
+    while offset + 8 <= len(data):
+        (length,) = struct.unpack_from("<I", data, offset)
+        if length == 0:
+            break
+        header = 4
+        if length == 0xFFFFFFFF:
+            (length,) = struct.unpack_from("<Q", data, offset + 4)
+            header = 12
+        start, end = offset + header, offset + header + length
+        if end > len(data):
+            break
+        id_size = 8 if header == 12 else 4
+        (entry_id,) = struct.unpack_from("<Q" if id_size == 8 else "<I", data, start)
+        try:
+            if entry_id == 0:
+                encodings[offset] = _cie_pointer_encoding(data, start + id_size, pointer_size)
+            else:
+                encoding = encodings.get(start - entry_id)
+                if encoding is not None:
+                    position = start + id_size
+                    begin, position = _read_encoded(
+                        data, position, encoding, section_address + position, pointer_size
+                    )
+                    size, _ = _read_encoded(data, position, encoding & 0x0F, 0, pointer_size)
+                    if size:
+                        functions.append((begin, size))
+        except (ValueError, KeyError, IndexError, struct.error):
+            if entry_id == 0:
+                encodings[offset] = None
+        offset = end
+    return functions
+
+
+def _cie_pointer_encoding(data: bytes, offset: int, pointer_size: int) -> Optional[int]:
+    version = data[offset]
+    offset += 1
+    terminator = data.index(b"\x00", offset)
+    augmentation = data[offset:terminator].decode("latin-1")
+    offset = terminator + 1
+    if "eh" in augmentation:
+        offset += pointer_size
+    _, offset = _uleb(data, offset)  # code alignment
+    _, offset = _uleb(data, offset)  # data alignment (sleb, same length)
+    offset = offset + 1 if version == 1 else _uleb(data, offset)[1]  # return address register
+    encoding = 0x00  # absptr unless 'R' says otherwise
+    if augmentation.startswith("z"):
+        _, offset = _uleb(data, offset)
+        for letter in augmentation[1:]:
+            if letter == "R":
+                encoding = data[offset]
+                offset += 1
+            elif letter == "P":
+                personality = data[offset]
+                _, offset = _read_encoded(data, offset + 1, personality & 0x7F, 0, pointer_size)
+            elif letter == "L":
+                offset += 1
+            elif letter not in "SBG":
+                return None
+    return encoding
+
+
+def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
+    """Architecture and functions of one ELF image (bytes).
+
+    Raises:
+        UnsupportedFile: for an architecture that is not handled.
+        ELFError: for a corrupt or truncated file.
+    """
+    elf = ELFFile(io.BytesIO(data))
+    architecture = elf_architecture(elf)
+    relocatable = elf["e_type"] == "ET_REL"
+    pointer_size = 8 if elf.elfclass == 64 else 4
+    executable: dict[int, _Section] = {}
+    for index, section in enumerate(elf.iter_sections()):
+        if section["sh_flags"] & SHF_EXECINSTR and section["sh_type"] == "SHT_PROGBITS" and section["sh_size"]:
+            executable[index] = _Section(section["sh_addr"], section.data(), index)
+    if not executable:
+        return architecture, []
+
+    # start address (or (section, offset) for relocatable files) -> (name, size)
+    found: dict[tuple[int, int], tuple[str, int]] = {}
+    for table_name in (".symtab", ".dynsym"):
+        table = elf.get_section_by_name(table_name)
+        if table is None or not hasattr(table, "iter_symbols"):
+            continue
+        for symbol in table.iter_symbols():
+            if symbol["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC") or not symbol["st_size"]:
+                continue
+            index = symbol["st_shndx"]
+            if not isinstance(index, int) or index not in executable:
+                continue
+            section = executable[index]
+            offset = symbol["st_value"] if relocatable else symbol["st_value"] - section.address
+            found.setdefault((index, offset), (symbol.name or "", symbol["st_size"]))
+
+    eh_frame = elf.get_section_by_name(".eh_frame")
+    if eh_frame is not None and not relocatable and eh_frame["sh_type"] != "SHT_NOBITS":
+        for start, size in eh_frame_functions(eh_frame.data(), eh_frame["sh_addr"], pointer_size):
+            for section in executable.values():
+                if section.address <= start < section.address + len(section.data):
+                    found.setdefault((section.index, start - section.address), ("", size))
+                    break
+
+    functions = []
+    for (index, offset), (name, size) in sorted(found.items()):
+        section = executable[index]
+        code = section.data[offset : offset + size]
+        if not code:
+            continue
+        address = section.address + offset
+        functions.append(FunctionBytes(name or f"sub_{address:x}", address, code))
+    return architecture, functions
+
+
+def file_functions(path: str) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
+    """Yield (member, architecture, functions) for an ELF file or each ELF member of an archive.
+
+    ``member`` is empty for a plain ELF file.
+
+    Raises:
+        UnsupportedFile: when the file is neither ELF nor an archive, or has an unsupported architecture.
+        ELFError: for a corrupt or truncated file.
+    """
+    kind = file_kind(path)
+    if kind is None:
+        raise UnsupportedFile("not an ELF file")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if kind == "elf":
+        architecture, functions = elf_functions(data)
+        yield "", architecture, functions
+        return
+    for member, body in archive_members(data):
+        try:
+            architecture, functions = elf_functions(body)
+        except UnsupportedFile:
+            continue
+        yield member, architecture, functions
