@@ -61,6 +61,8 @@ SCHEMA = pa.schema(
 )
 
 SPLITS = ("train", "validation")
+# Bump when the rows a build produces change for the same inputs: cached corpora are rebuilt.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -208,7 +210,7 @@ class ShardWriter:
 
 
 def _fingerprint(files: Sequence[str], options: CorpusOptions) -> str:
-    digest = hashlib.sha256(json.dumps([__version__, asdict(options)]).encode())
+    digest = hashlib.sha256(json.dumps([__version__, FORMAT_VERSION, asdict(options)]).encode())
     for path in files:
         status = os.stat(path)
         digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
@@ -272,6 +274,7 @@ def build_corpus(
     splits = split_of(files, options.seed, options.validation_fraction)
     order = sorted(files, key=lambda path: hashlib.blake2b(f"order:{options.seed}:{path}".encode()).digest())
 
+    budgets = _budgets(options, [splits[path] for path in files])
     seen: set[str] = set()
     skipped: dict[str, str] = {}
     totals = Counter()
@@ -279,35 +282,41 @@ def build_corpus(
     workers = workers or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
     bar = tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True)
-    with context.Pool(workers) as pool:
-        for result in pool.imap(_read_file_job, [(path, options.min_instructions) for path in order], chunksize=1):
-            bar.update()
-            if result.error is not None:
-                skipped[result.path] = result.error
-                continue
-            totals["files"] += 1
-            totals["decoded_instructions"] += result.instructions
-            totals["duplicates"] += sum(row["id"] in seen for row in result.rows)
-            fresh = []
-            for row in result.rows:
-                if row["id"] not in seen:
-                    seen.add(row["id"])
-                    fresh.append(row)
-            if options.max_functions is not None:
-                fresh = fresh[: max(0, options.max_functions - totals["functions"])]
-            totals["functions"] += len(fresh)
-            totals["instructions"] += sum(row["instructions"] for row in fresh)
-            totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
-            writers[splits[result.path]].add(fresh)
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(
-                functions=f"{totals['functions']:,}",
-                fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
-                insn_per_s=f"{totals['instructions'] / elapsed:,.0f}",
-            )
-            if options.max_functions is not None and totals["functions"] >= options.max_functions:
-                pool.terminate()
-                break
+    # Validation binaries first: a function found in both splits stays in validation (no leakage into
+    # train), and a max_functions budget still leaves validation its share.
+    for split in ("validation", "train"):
+        jobs = [(path, options.min_instructions) for path in order if splits[path] == split]
+        if not jobs:
+            continue
+        with context.Pool(min(workers, len(jobs))) as pool:
+            for result in pool.imap(_read_file_job, jobs, chunksize=1):
+                bar.update()
+                if result.error is not None:
+                    skipped[result.path] = result.error
+                    continue
+                totals["files"] += 1
+                totals["decoded_instructions"] += result.instructions
+                fresh = []
+                for row in result.rows:
+                    if row["id"] not in seen:
+                        seen.add(row["id"])
+                        fresh.append(row)
+                totals["duplicates"] += len(result.rows) - len(fresh)
+                if budgets[split] is not None:
+                    fresh = fresh[: max(0, budgets[split] - writers[split].rows - len(writers[split].buffer))]
+                totals["functions"] += len(fresh)
+                totals["instructions"] += sum(row["instructions"] for row in fresh)
+                totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
+                writers[split].add(fresh)
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(
+                    functions=f"{totals['functions']:,}",
+                    fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
+                    insn_per_s=f"{totals['decoded_instructions'] / elapsed:,.0f}",
+                )
+                if budgets[split] is not None and writers[split].rows + len(writers[split].buffer) >= budgets[split]:
+                    pool.terminate()
+                    break
     bar.close()
     if not totals["functions"]:
         reasons = Counter(reason.split(":")[0] for reason in skipped.values()).most_common(3)
@@ -334,6 +343,14 @@ def build_corpus(
     if progress:
         print(summary(manifest, output))
     return manifest
+
+
+def _budgets(options: CorpusOptions, assigned: list[str]) -> dict[str, Optional[int]]:
+    """Functions each split may take under ``max_functions`` (validation gets its fraction)."""
+    if options.max_functions is None:
+        return {split: None for split in SPLITS}
+    validation = math.ceil(options.max_functions * options.validation_fraction) if "validation" in assigned else 0
+    return {"validation": validation, "train": options.max_functions - validation}
 
 
 def summary(manifest: dict, output: Path) -> str:

@@ -101,7 +101,9 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         trainer = self.trainer
         if trainer is not None:
             dataset.set_epoch(trainer.current_epoch)
-            dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            # batches of this epoch already trained on; `processed` (not `completed`) also counts the batch
+            # whose on_train_batch_end saved the checkpoint
+            dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         return self._loader(dataset)
 
     def val_dataloader(self) -> DataLoader:

@@ -121,7 +121,7 @@ def prepare(
         tokenizer_path = Path(tokenizer).expanduser()
         model = load_tokenizer(tokenizer_path, sequence_length)
     else:
-        tokenizer_path = cache / "tokenizers" / f"{corpus_id}-{merges}-{sequence_length}.json"
+        tokenizer_path = cache / "tokenizers" / f"{corpus_id}-{merges}-{sequence_length}-{tokenizer_functions}.json"
         if tokenizer_path.is_file():
             model = load_tokenizer(tokenizer_path, sequence_length)
         else:

@@ -298,9 +298,13 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
             betas=tuple(self.hparams.betas),
             fused=fused or None,
         )
-        total = int(self.trainer.estimated_stepping_batches)
-        if total <= 0 or total == float("inf"):
-            raise ValueError("set trainer.max_steps (or max_epochs with a sized dataset) so the schedule has a length")
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError(
+                f"the learning-rate schedule needs a length, but the trainer's total steps are {total}: "
+                "set trainer.max_steps (or max_epochs with a sized dataset)"
+            )
+        total = int(total)
         warmup = self.warmup_steps(total)
         final_ratio = self.hparams.final_lr / self.hparams.lr if self.hparams.lr else 0.0
         schedule = self.hparams.schedule

@@ -1,0 +1,265 @@
+"""The Hydra framework end to end: train.py runs, sweeps, DDP, resume, W&B offline runs, experiments."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning
+import pytest
+from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+
+from undertale.data.corpus import CorpusOptions
+from undertale.data.datamodule import InstructionTraceDataModule
+from undertale.data.pipeline import prepare
+from undertale.data.tokenizer import load_tokenizer, special_ids
+from undertale.models.maskedlm import (
+    InstructionTraceTransformerEncoderForMaskedLM,
+    InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes,
+    MaskedLMCollator,
+)
+from undertale.training.callbacks import DataEpoch
+from undertale.training.wandb_offline import read_offline_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
+SEQUENCE_LENGTH = 64
+MAX_FUNCTIONS = 3000
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """A data cache prepared once, exactly as the small training runs below ask for it."""
+    directory = tmp_path_factory.mktemp("cache")
+    prepare(
+        "binaries", directory, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
+        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
+    )
+    return directory
+
+
+def small(cache: Path, steps: int = 12) -> list[str]:
+    """Overrides that shrink the quickstart to seconds: a few binaries, short sequences, few steps."""
+    return [
+        "trainer=cpu", "callbacks=none", f"paths.cache_dir={cache}",
+        f"data.paths=[{','.join(BINARIES)}]", f"data.max_functions={MAX_FUNCTIONS}",
+        f"data.tokenizer_functions={MAX_FUNCTIONS}", "data.batch_size=16", "data.num_workers=0",
+        f"model.sequence_length={SEQUENCE_LENGTH}", f"trainer.max_steps={steps}", "trainer.val_check_interval=6",
+        "trainer.limit_val_batches=4", "trainer.log_every_n_steps=2", "optimizer.lr=3e-3",
+    ]
+
+
+def run_train(arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    environment = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, "train.py", *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def offline_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_quickstart_end_to_end_and_inference(cache, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train([*small(cache), f"hydra.run.dir={run_dir}"])
+    assert f"run directory: {run_dir}" in result.stdout
+    assert "always predicting the most frequent token" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 12 and 0.0 <= metrics["val/accuracy"] <= 1.0
+    assert 0.0 < metrics["baseline/most_frequent_token_accuracy"] < 1.0
+    for name in ("config.yaml", "overrides.yaml", "tokenizer.json", "environment.json", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["sequence_length"] == SEQUENCE_LENGTH
+    assert "trainer=cpu" in yaml.safe_load((run_dir / "overrides.yaml").read_text())
+
+    [offline] = offline_runs(run_dir)
+    run = read_offline_run(offline)
+    assert run.exit_code == 0 and run.run_id == metrics["wandb_id"]
+    assert run.config["model"]["depth"] == Sizes.tiny["depth"] and run.config["seed"] == 0
+    assert run.config["environment"]["git"].get("commit") and "torch" in run.config["environment"]["versions"]
+    assert run.config["environment"]["hardware"]["cpu_count"] == os.cpu_count()
+    logged = {key for row in run.history for key in row}
+    assert {"train/loss", "train/lr", "train/tokens_per_sec", "val/loss", "val/accuracy", "val/perplexity"} <= logged
+    assert run.summary["val/accuracy"] == pytest.approx(metrics["val/accuracy"])
+
+    filled = subprocess.run(
+        [sys.executable, "infer.py", f"run={run_dir}", "text=push rbp [NEXT] mov rbp [MASK] [NEXT] ret"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert filled.returncode == 0, filled.stderr
+    words = filled.stdout.split()
+    assert words[:4] == ["push", "rbp", "[NEXT]", "mov"] and words[-2:] == ["[NEXT]", "ret"]
+    assert "[MASK]" not in words
+
+
+def test_large_ddp_composes_with_the_right_numbers():
+    result = subprocess.run(
+        [sys.executable, "train.py", "model=large", "trainer=ddp", "--cfg", "job"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["model"] == Sizes.large
+    assert (config["trainer"]["strategy"], config["trainer"]["devices"], config["trainer"]["accelerator"]) == (
+        "ddp", -1, "gpu"
+    )
+
+
+def test_model_yaml_agrees_with_python_sizes():
+    assert sorted(path.stem for path in (CONF / "model").glob("*.yaml")) == sorted(Sizes.options)
+    for name, size in Sizes.options.items():
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            config = compose("train", overrides=[f"model={name}"])
+        assert dict(config.model) == size, name
+
+
+@pytest.mark.parametrize("experiment", sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert config.task_name == experiment
+    if experiment == "pretrain_medium":
+        assert dict(config.model) == Sizes.medium
+        assert (config.optimizer.lr, config.optimizer.warmup, config.optimizer.schedule) == (1e-4, 0.025, "cosine")
+        assert config.masking.probability == 0.15 and config.callbacks.early_stopping.monitor == "val/accuracy"
+    if experiment == "masking_sweep":
+        assert config.hydra.sweeper.params["masking.probability"] == "0.1,0.15,0.2,0.3"
+    if experiment == "quickstart":
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            default = compose("train")
+        assert {key: config[key] for key in default if key != "task_name" and key != "logger"} == {
+            key: default[key] for key in default if key != "task_name" and key != "logger"
+        }
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("model=huge", "Could not find 'model/huge'"), ("trainer.devcies=2", "Key 'devcies' is not in struct")],
+)
+def test_config_typos_fail_fast_with_the_valid_choices(override, message):
+    result = subprocess.run([sys.executable, "train.py", override], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    if override.startswith("model="):
+        assert all(size in result.stderr for size in Sizes.options)
+
+
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_train(["-m", *small(cache, steps=6), "masking.probability=0.1,0.3", f"hydra.sweep.dir={sweep}"])
+    runs = []
+    for job in ("0", "1"):
+        [offline] = offline_runs(sweep / job)
+        runs.append(read_offline_run(offline))
+        assert json.loads((sweep / job / "metrics.json").read_text())["global_step"] == 6
+    assert runs[0].run_id != runs[1].run_id
+    assert runs[0].group == runs[1].group == f"train-{sweep.name}"
+    assert [run.config["masking"]["probability"] for run in runs] == [0.1, 0.3]
+    assert "masking.probability=0.1" in runs[0].name and "masking.probability=0.3" in runs[1].name
+    assert all(run.exit_code == 0 and run.history for run in runs)
+    assert runs[0].summary["val/loss"] != runs[1].summary["val/loss"]
+
+
+def test_failed_job_marks_its_run_failed_and_keeps_its_directory(cache, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train([*small(cache), "trainer.max_steps=-1", "trainer.max_epochs=-1", f"hydra.run.dir={run_dir}"],
+                       check=False)
+    assert result.returncode != 0 and "set trainer.max_steps" in result.stderr
+    [offline] = offline_runs(run_dir)
+    assert read_offline_run(offline).exit_code == 1
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+
+
+def test_ddp_cpu_trains_with_two_processes_and_one_output_directory(cache, tmp_path):
+    outputs = tmp_path / "outputs"
+    run_dir = outputs / "run"
+    run_train([*small(cache, steps=6), "trainer=ddp_cpu", f"hydra.run.dir={run_dir}"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 6
+    assert [path.name for path in outputs.iterdir()] == ["run"]
+    assert len(offline_runs(run_dir)) == 1
+
+
+def test_resume_continues_at_the_saved_step_with_the_same_wandb_id(cache, tmp_path):
+    first = tmp_path / "first"
+    run_train([*small(cache, steps=6), f"hydra.run.dir={first}"])
+    first_id = json.loads((first / "metrics.json").read_text())["wandb_id"]
+    run_train([*small(cache, steps=12), f"resume={first}", f"hydra.run.dir={tmp_path / 'second'}"])
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["global_step"] == 12 and metrics["wandb_id"] == first_id
+    continued = [read_offline_run(path) for path in offline_runs(first)]
+    assert [run.run_id for run in continued] == [first_id, first_id]
+    steps = [row["trainer/global_step"] for row in continued[1].history if "trainer/global_step" in row]
+    assert min(steps) > 6, "the resumed run logs from the saved step on"
+
+
+def losses_of(run_dir: Path) -> list[float]:
+    lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("train/loss")
+    return [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]
+
+
+def test_same_seed_same_losses(cache, tmp_path):
+    losses = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_train([*small(cache, steps=6), "logger=csv", f"seed={seed}", f"hydra.run.dir={tmp_path / name}"])
+        losses.append(losses_of(tmp_path / name))
+    assert len(losses[0]) >= 3
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+class RecordBatches(lightning.Callback):
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        original = torch.where(batch["labels"] != -100, batch["labels"], batch["tokens"])
+        self.batches.append(original.clone())
+
+
+def test_resumed_training_reads_the_next_unseen_rows(cache, tmp_path):
+    """Mid-epoch checkpoint, then resume: the data continues exactly where the full run would be."""
+    prepared = prepare(
+        "binaries", cache, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
+        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
+    )
+    ids = special_ids(load_tokenizer(prepared.tokenizer, SEQUENCE_LENGTH))
+
+    def fit(steps: int, ckpt_path=None, save_at=None) -> RecordBatches:
+        lightning.seed_everything(0, workers=True)
+        model = InstructionTraceTransformerEncoderForMaskedLM(
+            **(Sizes.tiny | {"sequence_length": SEQUENCE_LENGTH}), vocab_size=ids["vocab_size"],
+            next_token_id=ids["next_token_id"], mask_token_id=ids["mask_token_id"],
+        )
+        data = InstructionTraceDataModule(
+            str(prepared.tokenized), MaskedLMCollator(ids["mask_token_id"], ids["vocab_size"]), batch_size=8,
+            num_workers=2, seed=0,
+        )
+        recorder = RecordBatches()
+        trainer = lightning.Trainer(
+            max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[recorder, DataEpoch()] + ([ModelCheckpoint(tmp_path, "mid", every_n_train_steps=save_at)] if save_at else []),
+            limit_val_batches=0, enable_checkpointing=bool(save_at),
+        )
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return recorder
+
+    full = fit(14)
+    fit(8, save_at=5)  # a checkpoint taken mid-epoch, while training goes on
+    resumed = fit(14, ckpt_path=tmp_path / "mid.ckpt")
+    assert len(resumed.batches) == 9
+    for expected, actual in zip(full.batches[5:], resumed.batches):
+        assert torch.equal(expected, actual)
