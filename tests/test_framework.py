@@ -25,37 +25,9 @@ from undertale.models.maskedlm import (
 from undertale.training.callbacks import DataEpoch
 from undertale.training.wandb_offline import read_offline_run
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import BINARIES, MAX_FUNCTIONS, ROOT, SEQUENCE_LENGTH, small
+
 CONF = ROOT / "conf"
-BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
-SEQUENCE_LENGTH = 64
-MAX_FUNCTIONS = 3000
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    """A data cache prepared once, exactly as the small training runs below ask for it."""
-    directory = tmp_path_factory.mktemp("cache")
-    prepare(
-        "binaries", directory, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
-        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
-    )
-    return directory
-
-
-def small(cache: Path, steps: int = 12) -> list[str]:
-    """Overrides that shrink the quickstart to seconds: a few binaries, short sequences, few steps."""
-    return [
-        "trainer=cpu", "callbacks=none", f"paths.cache_dir={cache}",
-        f"data.paths=[{','.join(BINARIES)}]", f"data.max_functions={MAX_FUNCTIONS}",
-        f"data.tokenizer_functions={MAX_FUNCTIONS}", "data.batch_size=16", "data.num_workers=0",
-        f"model.sequence_length={SEQUENCE_LENGTH}", f"trainer.max_steps={steps}", "trainer.val_check_interval=6",
-        "trainer.limit_val_batches=4", "trainer.log_every_n_steps=2", "optimizer.lr=3e-3",
-    ]
-
-
 def run_train(arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
     environment = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     result = subprocess.run(

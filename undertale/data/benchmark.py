@@ -76,4 +76,8 @@ def run_benchmark(paths: Optional[Sequence[str]], workers: Optional[int] = None,
         f"{result['corpus_instructions_per_s']:>18,.0f}"
     )
     print(f"ratio (undertale / objdump, instructions per second): {result['ratio']:.2f}x")
+    print(
+        f"ratio (objdump seconds / undertale seconds, same files): {objdump_seconds / corpus_seconds:.2f}x "
+        "(objdump also prints code outside functions: padding, PLT stubs)"
+    )
     return result

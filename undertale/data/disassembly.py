@@ -8,6 +8,7 @@ signs as tokens of their own, numbers in decimal.
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,11 +26,16 @@ _MODES = {
 }
 
 _HEX = re.compile(r"(0x[0-9a-fA-F]+)")
-# Plain str.replace passes are several times faster than one multi-character str.translate.
-_SPACING = [(",", " "), ("[", " [ "), ("]", " ] "), ("*", " * "), ("+", " + "), ("-", " - "), (":", " : ")]
-_AARCH64_SPACING = [("#", " "), ("!", " ! "), ("{", " { "), ("}", " } ")]
+# Plain str.replace passes, in this order, are several times faster than a multi-character
+# str.translate or a regex with a callback. They are chosen so that capstone's spacing (", "
+# between operands, " + " and " - " inside brackets) comes out with single spaces.
+_SPACING = [
+    (",", ""), ("[", "[ "), ("]", " ]"), ("*", " * "), (":", " : "), (" -", " - "), ("-  ", "- "),
+    (" \n", "\n"), (" \x01", "\x01"),
+]
+_AARCH64_SPACING = [("#", ""), ("!", " !"), ("{", "{ "), ("}", " }")]
 _INSTRUCTION_BREAK, _FUNCTION_BREAK = "\n", "\x01"
-_DECIMAL_CACHE: dict[str, str] = {}
+_PARSE_HEX = functools.partial(int, base=16)
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,8 @@ def _decoder(architecture: str) -> capstone.Cs:
 
 
 def _decimal(hexadecimal: list[str]) -> list[str]:
-    cache = _DECIMAL_CACHE
-    if len(cache) > 1_000_000:
-        cache.clear()
-    converted = [cache.get(value) for value in hexadecimal]
-    for index, value in enumerate(converted):
-        if value is None:
-            converted[index] = cache[hexadecimal[index]] = str(int(hexadecimal[index], 16))
-    return converted
+    """``0x1f`` -> ``31`` for a whole list, iterating in C (``map``) rather than in a Python loop."""
+    return list(map(str, map(_PARSE_HEX, hexadecimal)))
 
 
 def normalise_many(functions: list[list[str]]) -> list[str]:
@@ -172,14 +172,25 @@ def _array_decoder(architecture: str) -> Optional[_ArrayDecoder]:
 
 
 def _normalise_text(text: str) -> list[str]:
+    """Normalise ``mnemonic op_str`` lines (``\\n``-separated, functions ``\\x01``-separated)."""
     parts = _HEX.split(text)
     if len(parts) > 1:
         parts[1::2] = _decimal(parts[1::2])
         text = "".join(parts)
-    spacing = _SPACING + _AARCH64_SPACING if "#" in text or "{" in text else _SPACING
-    for old, new in spacing + [(_INSTRUCTION_BREAK, f" {NEXT} ")]:
+    spacing = _AARCH64_SPACING + _SPACING if "#" in text or "{" in text else _SPACING
+    for old, new in spacing:
         text = text.replace(old, new)
-    return [" ".join(function.split()) for function in text.split(_FUNCTION_BREAK)]
+    text = text.replace(_INSTRUCTION_BREAK, f" {NEXT} ")
+    if text.endswith(_FUNCTION_BREAK):
+        text = text[:-1]
+    functions = text.split(_FUNCTION_BREAK)
+    if "  " in text or text.startswith(" ") or text.endswith(" ") or f"{_FUNCTION_BREAK} " in text:
+        # spacing that capstone's usual format does not produce: fall back to a full clean-up
+        functions = [" ".join(function.split()) for function in functions]
+    return functions
+
+
+BATCH_INSTRUCTIONS = 1 << 15  # records turned into text at once: large enough to amortise, small enough for cache
 
 
 def disassemble_many(functions: list[tuple[bytes, int]], architecture: str = "x86-64") -> list[Disassembly]:
@@ -189,20 +200,29 @@ def disassemble_many(functions: list[tuple[bytes, int]], architecture: str = "x8
         decoded = [decode(code, address, architecture) for code, address in functions]
         texts = normalise_many([lines for lines, _ in decoded])
         return [Disassembly(text, len(lines), skipped) for text, (lines, skipped) in zip(texts, decoded)]
-    chunks, counts, skipped = [], [], []
+    results: list[Disassembly] = []
+    pending: list[tuple[int, int]] = []  # (instructions, skipped) of functions not yet turned into text
+    chunks: list[np.ndarray] = []
+    held = 0
+
+    def flush() -> None:
+        nonempty = [count for count, _ in pending if count]
+        texts = iter(_normalise_text(fast.text(np.concatenate(chunks), np.cumsum(nonempty) - 1)) if nonempty else ())
+        results.extend(Disassembly(next(texts) if count else "", count, skip) for count, skip in pending)
+        pending.clear()
+        chunks.clear()
+
     for code, address in functions:
         records, count, skip = fast.decode(code, address)
         chunks.extend(records)
-        counts.append(count)
-        skipped.append(skip)
-    nonempty = [count for count in counts if count]
-    texts = iter(())
-    if nonempty:
-        ends = np.cumsum(nonempty) - 1
-        texts = iter(_normalise_text(fast.text(np.concatenate(chunks), ends)))
-    return [
-        Disassembly(next(texts) if count else "", count, skip) for count, skip in zip(counts, skipped)
-    ]
+        pending.append((count, skip))
+        held += count
+        if held >= BATCH_INSTRUCTIONS:
+            flush()
+            held = 0
+    if pending:
+        flush()
+    return results
 
 
 def disassemble(code: bytes, address: int, architecture: str = "x86-64") -> Disassembly:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from .corpus import CorpusOptions, build_corpus
 from .encode import TEXT_COLUMN, open_parquet, parquet_files, tokenize_corpus
+from .packing import pack_directory
 from .tokenizer import DEFAULT_MERGES, load_tokenizer, train_tokenizer
 
 COMPLETE = "complete.json"
@@ -77,6 +78,7 @@ def prepare(
     tokenizer_functions: int = 50_000,
     corpus_options: Optional[CorpusOptions] = None,
     workers: Optional[int] = None,
+    packing: bool = False,
     progress: bool = True,
 ) -> PreparedData:
     """Build (or reuse) corpus, tokenizer and tokenized shards for one data source.
@@ -92,6 +94,7 @@ def prepare(
         tokenizer_functions: functions sampled to train the tokenizer.
         corpus_options: seed, split and limits of the corpus build.
         workers: processes for disassembly.
+        packing: pack several functions into each row (see :mod:`undertale.data.packing`).
         progress: show progress bars.
 
     Raises:
@@ -112,7 +115,7 @@ def prepare(
             if not tokenizer:
                 raise ValueError(f"{corpus} is already tokenized: set data.tokenizer to the tokenizer.json it was made with")
             load_tokenizer(tokenizer)
-            return PreparedData(corpus, Path(tokenizer), None)
+            return _packed(PreparedData(corpus, Path(tokenizer), None), cache, packing, progress)
         corpus_id = _files_digest(corpus)
     else:
         raise ValueError(f"unknown data source {source!r}; choose 'binaries' or 'parquet'")
@@ -146,4 +149,19 @@ def prepare(
                 f"tokenize: {counts['rows']:,} functions, {counts['tokens']:,} tokens in {counts['seconds']:.1f} s "
                 f"({counts['tokens'] / max(counts['seconds'], 1e-9):,.0f} tokens/s) -> {tokenized}"
             )
-    return PreparedData(tokenized, tokenizer_path, corpus)
+    return _packed(PreparedData(tokenized, tokenizer_path, corpus), cache, packing, progress)
+
+
+def _packed(prepared: PreparedData, cache: Path, packing: bool, progress: bool) -> PreparedData:
+    """The same data with several functions packed into each row, built once."""
+    if not packing:
+        return prepared
+    packed = cache / "packed" / _digest(str(prepared.tokenized.resolve()))
+    if not (packed / "packing.json").is_file():
+        counts = pack_directory(prepared.tokenized, packed, progress=progress)
+        if progress:
+            print(
+                f"pack: {counts['functions']:,} functions into {counts['rows']:,} rows "
+                f"({counts['density']:.0%} of positions are real tokens) -> {packed}"
+            )
+    return PreparedData(packed, prepared.tokenizer, prepared.corpus)

@@ -76,6 +76,7 @@ def prepare_data(data: DictConfig, sequence_length: int, progress: bool) -> Prep
                 seed=data.seed, validation_fraction=data.validation_fraction, max_functions=data.max_functions
             ),
             workers=data.workers,
+            packing=data.packing,
             progress=progress,
         )
 

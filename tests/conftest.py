@@ -1,0 +1,35 @@
+"""Shared fixtures: a small, real data cache that the end-to-end tests train on."""
+
+from pathlib import Path
+
+import pytest
+
+from undertale.data.corpus import CorpusOptions
+from undertale.data.pipeline import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
+SEQUENCE_LENGTH = 64
+MAX_FUNCTIONS = 3000
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """A data cache prepared once, exactly as the small training runs ask for it (see ``small``)."""
+    directory = tmp_path_factory.mktemp("cache")
+    prepare(
+        "binaries", directory, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
+        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
+    )
+    return directory
+
+
+def small(cache: Path, steps: int = 12) -> list[str]:
+    """Overrides that shrink the quickstart to seconds: a few binaries, short sequences, few steps."""
+    return [
+        "trainer=cpu", "callbacks=none", f"paths.cache_dir={cache}",
+        f"data.paths=[{','.join(BINARIES)}]", f"data.max_functions={MAX_FUNCTIONS}",
+        f"data.tokenizer_functions={MAX_FUNCTIONS}", "data.batch_size=16", "data.num_workers=0",
+        f"model.sequence_length={SEQUENCE_LENGTH}", f"trainer.max_steps={steps}", "trainer.val_check_interval=6",
+        "trainer.limit_val_batches=4", "trainer.log_every_n_steps=2", "optimizer.lr=3e-3",
+    ]
