@@ -268,3 +268,31 @@ def test_bf16_autocast_forward_is_finite_and_close():
         half = model(tokens, mask)
     assert torch.isfinite(half).all()
     assert (half.float() - full).abs().max() < 0.1
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_same_losses():
+    """torch.compile on or off: the same loss curve (float noise only), and no graph break from input checks."""
+
+    def losses(compiled: bool) -> list[float]:
+        torch.manual_seed(0)
+        model = tiny_model(hidden_dimensions=64, intermediate_dimensions=128, sequence_length=32)
+        if compiled:
+            model.encoder.compile(fullgraph=True)  # fullgraph: any graph break is an error
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(1)
+        values = []
+        for step in range(6):
+            tokens = torch.randint(10, VOCAB, (8, 32), generator=generator)
+            mask = torch.ones_like(tokens)
+            mask[:, 20:] = 0
+            torch.manual_seed(100 + step)
+            logits, labels = model.masked_logits(MaskedLMCollator(MASK, VOCAB, 0.3)({"tokens": tokens, "mask": mask}))
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            values.append(loss.item())
+        return values
+
+    assert losses(True) == pytest.approx(losses(False), rel=1e-4)

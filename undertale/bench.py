@@ -168,9 +168,11 @@ def padded_and_packed_batches(lengths: np.ndarray, batch: int, length: int, voca
     packed, segments = pack_rows(tokens, sample)
     collate = MaskedLMCollator(4, vocab, probability)
     padded_batch = collate({"tokens": tokens[:batch], "mask": mask[:batch]})
-    packed_batch = collate({"tokens": packed[:batch], "mask": segments[:batch].astype(np.int64)})
+    chosen = rng.choice(len(packed), size=batch, replace=False)  # rows from the whole packing, tail included
+    packed, segments = packed[chosen], segments[chosen]
+    packed_batch = collate({"tokens": packed, "mask": segments.astype(np.int64)})
     move = lambda values: {name: value.to(device) for name, value in values.items()}  # noqa: E731
-    return move(padded_batch), move(packed_batch), int(mask[:batch].sum()), int((segments[:batch] != 0).sum())
+    return move(padded_batch), move(packed_batch), int(mask[:batch].sum()), int((segments != 0).sum())
 
 
 def loader_throughput(cfg: DictConfig, batches: int, packing: bool) -> tuple[float, float]:
@@ -225,7 +227,8 @@ def run(cfg: DictConfig) -> list[Row]:
         seconds = time_steps(step, device, settings["steps"], settings["warmup"])
         memory = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
         rate = real_tokens / seconds
-        row = Row(label, rate, seconds, memory, rate * flops / ceiling, note)
+        mfu = rate * flops / ceiling if device.type == "cuda" else None  # a CPU has no meaningful matmul peak here
+        row = Row(label, rate, seconds, memory, mfu, note)
         rows.append(row)
         return row
 

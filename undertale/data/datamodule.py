@@ -26,6 +26,8 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         shuffle_buffer: rows held for shuffling.
         pin_memory: pin host memory; default: when a GPU is present.
         even_ranks: equal rows per DDP rank (see :class:`TokenizedParquetDataset`).
+        drop_last: drop each loader worker's last incomplete training batch, so every step has the
+            same shape (no torch.compile recompilation); rows dropped differ from epoch to epoch.
 
     Raises:
         ValueError: at setup, naming the path, when a split has no rows.
@@ -41,6 +43,7 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         shuffle_buffer: int = 8192,
         pin_memory: Optional[bool] = None,
         even_ranks: bool = True,
+        drop_last: bool = True,
     ):
         super().__init__()
         self.directory = Path(directory)
@@ -51,6 +54,7 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.even_ranks = even_ranks
+        self.drop_last = drop_last
         self.train_dataset: Optional[TokenizedParquetDataset] = None
         self.val_dataset: Optional[TokenizedParquetDataset] = None
 
@@ -71,12 +75,17 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
             seed=self.seed,
             shuffle_buffer=self.shuffle_buffer,
             even_ranks=self.even_ranks and shuffle,
+            drop_last=self.drop_last and shuffle,
             rank=rank,
             world_size=world,
         )
         dataset.loader_workers = max(1, self.num_workers)
-        if shuffle and dataset.rank_rows() == 0:
-            raise ValueError(f"{self.directory / split}: {dataset.total_rows} rows cannot be shared by {world} ranks")
+        if shuffle and len(dataset) == 0:
+            raise ValueError(
+                f"{self.directory / split}: {dataset.total_rows} rows make no full batch of {self.batch_size} "
+                f"for each of {world} rank(s) x {dataset.loader_workers} loader worker(s); lower data.batch_size "
+                "or data.num_workers, or use more data"
+            )
         return dataset
 
     def setup(self, stage: Optional[str] = None) -> None:

@@ -24,8 +24,8 @@ def check_tokens(state: Tensor, mask: Optional[Tensor], sequence_length: int, vo
     """Validate a batch of token ids (and its mask) before a forward pass.
 
     Shape checks never synchronise with the device. The vocabulary range is
-    checked for CPU tensors only: on an accelerator that check would stall the
-    stream, and the data pipeline (CPU) already validates ids.
+    checked for CPU tensors only, outside ``torch.compile``: on an accelerator
+    that check would stall the stream, and the collator (CPU) already sees the ids.
 
     Raises:
         ValueError: on a wrong rank, a sequence longer than ``sequence_length``,
@@ -40,7 +40,7 @@ def check_tokens(state: Tensor, mask: Optional[Tensor], sequence_length: int, vo
         )
     if mask is not None and mask.shape != state.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from tokens shape {tuple(state.shape)}")
-    if vocab_size is not None and state.device.type == "cpu" and state.numel():
+    if vocab_size is not None and state.device.type == "cpu" and state.numel() and not torch.compiler.is_compiling():
         low, high = int(state.min()), int(state.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
