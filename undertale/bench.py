@@ -13,7 +13,6 @@ between rows of the same run.
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -211,8 +210,11 @@ def run(cfg: DictConfig) -> list[Row]:
     probability = cfg.masking.probability
     flops = training_flops_per_token(**cfg.model, vocab_size=vocab)  # full-vocabulary head, as usually counted
     ceiling = matmul_ceiling(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
-    print(f"device: {name}; torch {torch.__version__}; matmul ceiling {ceiling / 1e12:.1f} TFLOP/s")
+    from .training.environment import describe_machine
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"machine: {describe_machine()}")
+    print(f"device: {name}; torch {torch.__version__}; measured matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
     print(f"shape: model {cfg.model.depth}x{cfg.model.hidden_dimensions} (heads {cfg.model.heads}), "
           f"vocab {vocab}, batch {batch} x {length}, compile {compile_model}")
     rows: list[Row] = []

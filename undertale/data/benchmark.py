@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -14,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .corpus import CorpusOptions, build_corpus, expand_inputs, system_inputs
+from ..training.environment import describe_machine
 from .elf import file_kind
 
 
@@ -55,7 +55,7 @@ def run_benchmark(paths: Optional[Sequence[str]], workers: Optional[int] = None,
     corpus_instructions = manifest["counts"]["decoded_instructions"]
 
     result = {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "files": len(files),
         "megabytes": megabytes,
         "workers": workers,

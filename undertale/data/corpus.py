@@ -85,6 +85,7 @@ class FileResult:
     rows: list[dict] = field(default_factory=list)
     instructions: int = 0
     skipped_bytes: int = 0
+    duplicates: int = 0
     error: Optional[str] = None
 
 
@@ -140,21 +141,34 @@ def split_of(paths: Sequence[str], seed: int, validation_fraction: float) -> dic
     return {path: "validation" if path in validation else "train" for path in paths}
 
 
-def read_file(path: str, min_instructions: int = 1) -> FileResult:
-    """Decode every function of one file into corpus rows; never raises for bad input."""
+def read_file(path: str, min_instructions: int = 1, seen: Optional[set[str]] = None) -> FileResult:
+    """Decode every function of one file into corpus rows; never raises for bad input.
+
+    Functions whose content hash is already in ``seen`` are counted as
+    duplicates and not decoded again (``seen`` is updated).
+    """
     result = FileResult(path)
     try:
         for member, architecture, functions in file_functions(path):
             source = f"{path}({member})" if member else path
-            decoded = disassemble_many([(function.code, function.address) for function in functions], architecture)
-            for function, disassembly in zip(functions, decoded):
+            kept = []
+            for function in functions:
+                identity = function_id(function.code)
+                if seen is not None:
+                    if identity in seen:
+                        result.duplicates += 1
+                        continue
+                    seen.add(identity)
+                kept.append((identity, function))
+            decoded = disassemble_many([(function.code, function.address) for _, function in kept], architecture)
+            for (identity, function), disassembly in zip(kept, decoded):
+                result.instructions += disassembly.instructions
                 if disassembly.instructions < min_instructions:
                     continue
-                result.instructions += disassembly.instructions
                 result.skipped_bytes += disassembly.skipped_bytes
                 result.rows.append(
                     {
-                        "id": function_id(function.code),
+                        "id": identity,
                         "source": source,
                         "name": function.name,
                         "architecture": architecture,
@@ -174,8 +188,17 @@ def read_file(path: str, min_instructions: int = 1) -> FileResult:
     return result
 
 
+# Content hashes this worker process has already decoded during the current build: a function
+# linked into many binaries is decoded once per worker, not once per binary.
+_WORKER_SEEN: set[str] = set()
+
+
+def _start_worker() -> None:
+    _WORKER_SEEN.clear()
+
+
 def _read_file_job(job: tuple[str, int]) -> FileResult:
-    return read_file(*job)
+    return read_file(*job, seen=_WORKER_SEEN)
 
 
 class ShardWriter:
@@ -288,7 +311,7 @@ def build_corpus(
         jobs = [(path, options.min_instructions) for path in order if splits[path] == split]
         if not jobs:
             continue
-        with context.Pool(min(workers, len(jobs))) as pool:
+        with context.Pool(min(workers, len(jobs)), initializer=_start_worker) as pool:
             for result in pool.imap(_read_file_job, jobs, chunksize=1):
                 bar.update()
                 if result.error is not None:
@@ -301,7 +324,7 @@ def build_corpus(
                     if row["id"] not in seen:
                         seen.add(row["id"])
                         fresh.append(row)
-                totals["duplicates"] += len(result.rows) - len(fresh)
+                totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates
                 if budgets[split] is not None:
                     fresh = fresh[: max(0, budgets[split] - writers[split].rows - len(writers[split].buffer))]
                 totals["functions"] += len(fresh)

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
@@ -197,6 +198,27 @@ def _cie_pointer_encoding(data: bytes, offset: int, pointer_size: int) -> Option
     return encoding
 
 
+_SYMBOL_FIELDS = {
+    64: [("name", "u4"), ("info", "u1"), ("other", "u1"), ("shndx", "u2"), ("value", "u8"), ("size", "u8")],
+    32: [("name", "u4"), ("value", "u4"), ("size", "u4"), ("info", "u1"), ("other", "u1"), ("shndx", "u2")],
+}
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+
+
+def function_symbols(table: bytes, elfclass: int, little_endian: bool) -> list[tuple[int, int, int, int]]:
+    """(name offset, section index, value, size) of the sized function symbols of a symbol table.
+
+    The table is read as one numpy record array: pyelftools' per-symbol parsing
+    costs more than decoding the functions of a large library.
+    """
+    order = "<" if little_endian else ">"
+    dtype = np.dtype([(name, order + kind) for name, kind in _SYMBOL_FIELDS[elfclass]])
+    symbols = np.frombuffer(table, dtype=dtype, count=len(table) // dtype.itemsize)
+    kind = symbols["info"] & 0xF
+    chosen = symbols[((kind == STT_FUNC) | (kind == STT_GNU_IFUNC)) & (symbols["size"] > 0)]
+    return list(zip(chosen["name"].tolist(), chosen["shndx"].tolist(), chosen["value"].tolist(), chosen["size"].tolist()))
+
+
 def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
     """Architecture and functions of one ELF image (bytes).
 
@@ -219,17 +241,17 @@ def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
     found: dict[tuple[int, int], tuple[str, int]] = {}
     for table_name in (".symtab", ".dynsym"):
         table = elf.get_section_by_name(table_name)
-        if table is None or not hasattr(table, "iter_symbols"):
+        if table is None or table["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or not table["sh_size"]:
             continue
-        for symbol in table.iter_symbols():
-            if symbol["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC") or not symbol["st_size"]:
-                continue
-            index = symbol["st_shndx"]
-            if not isinstance(index, int) or index not in executable:
+        strings = elf.get_section(table["sh_link"]).data()
+        for name_offset, index, value, size in function_symbols(table.data(), elf.elfclass, elf.little_endian):
+            if index not in executable:
                 continue
             section = executable[index]
-            offset = symbol["st_value"] if relocatable else symbol["st_value"] - section.address
-            found.setdefault((index, offset), (symbol.name or "", symbol["st_size"]))
+            offset = value if relocatable else value - section.address
+            end = strings.find(b"\0", name_offset)
+            name = strings[name_offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
+            found.setdefault((index, offset), (name, size))
 
     eh_frame = elf.get_section_by_name(".eh_frame")
     if eh_frame is not None and not relocatable and eh_frame["sh_type"] != "SHT_NOBITS":
