@@ -277,3 +277,26 @@ def test_bad_parquet_names_the_file_and_column(tmp_path):
     with pytest.raises(ValueError, match="no rows"):
         TokenizedParquetDataset([empty], 2)
     assert isinstance(next(iter(TokenizedParquetDataset(tokenized_files(tmp_path / "good"), 4)))["tokens"], torch.Tensor)
+
+
+def test_existing_parquet_disassembly_is_used_directly(system_corpus, tmp_path):
+    from undertale.data.datamodule import InstructionTraceDataModule
+    from undertale.data.pipeline import prepare
+    from undertale.models.maskedlm import MaskedLMCollator
+
+    cache = tmp_path / "cache"
+    prepared = prepare("parquet", cache, directory=str(system_corpus), sequence_length=32, tokenizer_functions=500,
+                       progress=False)
+    assert prepared.corpus == system_corpus
+    assert {"tokens", "mask"} <= set(pq.read_schema(tokenized_files(prepared.tokenized, "train")[0]).names)
+    with pytest.raises(ValueError, match="data.tokenizer"):
+        prepare("parquet", cache, directory=str(prepared.tokenized), progress=False)
+    again = prepare("parquet", cache, directory=str(prepared.tokenized), tokenizer=str(prepared.tokenizer),
+                    progress=False)
+    assert again.tokenized == prepared.tokenized
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(tokenized_files(prepared.tokenized, "train")[0], flat / "shard.parquet")
+    module = InstructionTraceDataModule(str(flat), MaskedLMCollator(4, 100), batch_size=4, num_workers=0)
+    with pytest.raises(ValueError, match="no train/ folder"):
+        module.setup("fit")

@@ -93,11 +93,12 @@ def test_training_with_packing_runs_end_to_end(cache, tmp_path):
 
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "train.py", *small(cache, steps=6), "data.packing=true", "logger=csv", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "train.py", *small(cache, steps=6), "data.packing=true", "logger=csv",
+         f"hydra.run.dir={run_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "of positions are real tokens" in result.stdout
+    assert "/packed/" in result.stdout and "(packed)" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6 and metrics["train/tokens_per_sec"] > 0
 

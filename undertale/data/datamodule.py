@@ -64,6 +64,11 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
 
     def _dataset(self, split: str, shuffle: bool) -> TokenizedParquetDataset:
         rank, world = self._rank()
+        if not (self.directory / split).is_dir():
+            raise ValueError(
+                f"{self.directory} has no {split}/ folder: data directories need train/ and validation/ "
+                "subfolders of parquet shards (as `python -m undertale.data corpus` writes them)"
+            )
         try:
             files = tokenized_files(self.directory, split)
         except FileNotFoundError as error:

@@ -194,6 +194,8 @@ def train(cfg: DictConfig) -> dict:
     lightning.seed_everything(cfg.seed, workers=True)
 
     prepared = prepare_data(cfg.data, cfg.model.sequence_length, progress=rank_zero)
+    if rank_zero:
+        print(f"data: {prepared.tokenized}{' (packed)' if cfg.data.packing else ''}")
     tokenizer = load_tokenizer(prepared.tokenizer, cfg.model.sequence_length)
     ids = special_ids(tokenizer)
     model = build_model(cfg, ids)
