@@ -97,16 +97,7 @@ def _read_encoded(data: bytes, offset: int, encoding: int, field_address: int, p
     if form == 0x00:
         size, fmt = pointer_size, "<Q" if pointer_size == 8 else "<I"
     elif form in (0x01, 0x09):
-        value, shift, start = 0, 0, offset
-        while True:
-            byte = data[offset]
-            offset += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if form == 0x09 and byte & 0x40:
-            value -= 1 << shift
+        value, offset = _leb128(data, offset, signed=form == 0x09)
         return value + (field_address if encoding & 0x70 == 0x10 else 0), offset
     else:
         size, fmt = {0x02: (2, "<H"), 0x03: (4, "<I"), 0x04: (8, "<Q"), 0x0A: (2, "<h"), 0x0B: (4, "<i"), 0x0C: (8, "<q")}[
@@ -121,7 +112,8 @@ def _read_encoded(data: bytes, offset: int, encoding: int, field_address: int, p
     return value & ((1 << (8 * pointer_size)) - 1), offset + size
 
 
-def _uleb(data: bytes, offset: int) -> tuple[int, int]:
+def _leb128(data: bytes, offset: int, signed: bool = False) -> tuple[int, int]:
+    """A LEB128 number at ``offset``; returns (value, offset after it)."""
     value, shift = 0, 0
     while True:
         byte = data[offset]
@@ -129,7 +121,10 @@ def _uleb(data: bytes, offset: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            return value, offset
+            break
+    if signed and byte & 0x40:
+        value -= 1 << shift
+    return value, offset
 
 
 def eh_frame_functions(data: bytes, section_address: int, pointer_size: int) -> list[tuple[int, int]]:
@@ -178,12 +173,12 @@ def _cie_pointer_encoding(data: bytes, offset: int, pointer_size: int) -> Option
     offset = terminator + 1
     if "eh" in augmentation:
         offset += pointer_size
-    _, offset = _uleb(data, offset)  # code alignment
-    _, offset = _uleb(data, offset)  # data alignment (sleb, same length)
-    offset = offset + 1 if version == 1 else _uleb(data, offset)[1]  # return address register
+    _, offset = _leb128(data, offset)  # code alignment
+    _, offset = _leb128(data, offset)  # data alignment (sleb, same length)
+    offset = offset + 1 if version == 1 else _leb128(data, offset)[1]  # return address register
     encoding = 0x00  # absptr unless 'R' says otherwise
     if augmentation.startswith("z"):
-        _, offset = _uleb(data, offset)
+        _, offset = _leb128(data, offset)
         for letter in augmentation[1:]:
             if letter == "R":
                 encoding = data[offset]

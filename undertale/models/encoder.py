@@ -54,6 +54,13 @@ def segment_starts(mask: Tensor) -> Tensor:
     return starts
 
 
+def _as_batch(state: Tensor, segments: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], bool]:
+    """A (length,) input as a batch of one, and whether to squeeze the result back."""
+    if state.dim() != 1:
+        return state, segments, False
+    return state.unsqueeze(0), None if segments is None else segments.unsqueeze(0), True
+
+
 class InstructionTracePositionEmbedding(nn.Module):
     """Token + instruction-index + argument-index embeddings, then LayerNorm and dropout.
 
@@ -99,10 +106,7 @@ class InstructionTracePositionEmbedding(nn.Module):
         Returns:
             LongTensor of the same shape as ``state``.
         """
-        squeeze = state.dim() == 1
-        if squeeze:
-            state = state.unsqueeze(0)
-            segments = None if segments is None else segments.unsqueeze(0)
+        state, segments, squeeze = _as_batch(state, segments)
         is_next = (state == next_token_id).long()
         index = torch.cumsum(is_next, dim=1) - is_next
         if segments is not None:
@@ -126,10 +130,7 @@ class InstructionTracePositionEmbedding(nn.Module):
         Returns:
             LongTensor of the same shape as ``state``.
         """
-        squeeze = state.dim() == 1
-        if squeeze:
-            state = state.unsqueeze(0)
-            segments = None if segments is None else segments.unsqueeze(0)
+        state, segments, squeeze = _as_batch(state, segments)
         positions = torch.arange(state.shape[1], device=state.device).expand_as(state)
         begins = torch.zeros_like(state, dtype=torch.bool)
         begins[:, 1:] = state[:, :-1] == next_token_id

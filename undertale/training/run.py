@@ -17,6 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -223,7 +224,7 @@ def train(cfg: DictConfig) -> dict:
     )
     if rank_zero:
         _write_run_files(run_dir, cfg, prepared, env)
-        if logger is not None and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             (run_dir / WANDB_ID_FILE).write_text(logger.experiment.id)
 
     failed = True
@@ -254,7 +255,7 @@ def _summarise(trainer: lightning.Trainer, run_dir: Path, prepared: PreparedData
         "last_checkpoint": str(run_dir / "checkpoints" / LAST_CHECKPOINT),
         "run_dir": str(run_dir),
     }
-    if logger is not None and type(logger).__name__ == "WandbLogger":
+    if isinstance(logger, WandbLogger):
         metrics["wandb_id"] = logger.experiment.id
         logger.experiment.summary["baseline/most_frequent_token_accuracy"] = baseline
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
