@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from undertale.data.corpus import CorpusOptions
 from undertale.data.datamodule import InstructionTraceDataModule
@@ -235,3 +236,25 @@ def test_resumed_training_reads_the_next_unseen_rows(cache, tmp_path):
     assert len(resumed.batches) == 9
     for expected, actual in zip(full.batches[5:], resumed.batches):
         assert torch.equal(expected, actual)
+
+
+@pytest.mark.parametrize(
+    "group", ["trainer", "optimizer", "masking", "data", "logger", "callbacks", "model"],
+)
+def test_every_option_of_every_group_composes(group):
+    options = sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        overrides = [f"{group}={option}"]
+        if option in ("binaries",):
+            overrides.append("data.paths=[/usr/bin/ls]")
+        if option == "parquet":
+            overrides.append("data.directory=/tmp")
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            config = compose("train", overrides=overrides)
+        resolved = OmegaConf.to_container(config, resolve=True)
+        assert resolved[group] is not None, option
+    if group == "trainer":
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            config = compose("train", overrides=["trainer=ddp_cpu"])
+        assert (config.trainer.accelerator, config.trainer.devices, config.trainer.strategy) == ("cpu", 2, "ddp")
