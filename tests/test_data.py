@@ -300,3 +300,56 @@ def test_existing_parquet_disassembly_is_used_directly(system_corpus, tmp_path):
     module = InstructionTraceDataModule(str(flat), MaskedLMCollator(4, 100), batch_size=4, num_workers=0)
     with pytest.raises(ValueError, match="no train/ folder"):
         module.setup("fit")
+
+
+def relocatable_elf(elf_class: int, machine: int, code: bytes, name: bytes) -> bytes:
+    """A minimal relocatable ELF (little endian): .text holding ``code``, one global function symbol."""
+    import struct
+
+    wide = elf_class == 64
+    header_size, section_size, symbol_size = (64, 64, 24) if wide else (52, 40, 16)
+    strtab = b"\0" + name + b"\0"
+    shstrtab = b"\0.text\0.symtab\0.strtab\0.shstrtab\0"
+    names = {section: shstrtab.index(section.encode() + b"\0") for section in (".text", ".symtab", ".strtab", ".shstrtab")}
+    if wide:
+        symbols = struct.pack("<IBBHQQ", 0, 0, 0, 0, 0, 0) + struct.pack("<IBBHQQ", 1, 0x12, 0, 1, 0, len(code))
+    else:
+        symbols = struct.pack("<IIIBBH", 0, 0, 0, 0, 0, 0) + struct.pack("<IIIBBH", 1, 0, len(code), 0x12, 0, 1)
+    body, offsets = b"", {}
+    for section, data in ((".text", code), (".symtab", symbols), (".strtab", strtab), (".shstrtab", shstrtab)):
+        offsets[section] = header_size + len(body)
+        body += data + b"\0" * (-len(data) % 8)
+    section_offset = header_size + len(body)
+    pack = (lambda *fields: struct.pack("<IIQQQQIIQQ", *fields)) if wide else (lambda *fields: struct.pack("<10I", *fields))
+    sections = pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    sections += pack(names[".text"], 1, 0x6, 0, offsets[".text"], len(code), 0, 0, 4, 0)
+    sections += pack(names[".symtab"], 2, 0, 0, offsets[".symtab"], len(symbols), 3, 1, 8, symbol_size)
+    sections += pack(names[".strtab"], 3, 0, 0, offsets[".strtab"], len(strtab), 0, 0, 1, 0)
+    sections += pack(names[".shstrtab"], 3, 0, 0, offsets[".shstrtab"], len(shstrtab), 0, 0, 1, 0)
+    identity = b"\x7fELF" + bytes([2 if wide else 1, 1, 1]) + b"\0" * 9
+    layout = "<16sHHIQQQIHHHHHH" if wide else "<16sHHIIIIIHHHHHH"
+    header = struct.pack(layout, identity, 1, machine, 1, 0, 0, section_offset, 0, header_size, 0, 0, section_size, 5, 4)
+    return header + body + sections
+
+
+@pytest.mark.parametrize(
+    "elf_class, machine, code, architecture, expected",
+    [
+        (32, 3, bytes.fromhex("5589e58b45085dc3"), "x86",
+         "push ebp [NEXT] mov ebp esp [NEXT] mov eax dword ptr [ ebp + 8 ] [NEXT] pop ebp [NEXT] ret"),
+        (64, 183, bytes.fromhex("00040091c0035fd6"), "aarch64", "add x0 x0 1 [NEXT] ret"),
+    ],
+)
+def test_other_architectures_are_decoded(tmp_path, elf_class, machine, code, architecture, expected):
+    path = tmp_path / f"{architecture}.o"
+    path.write_bytes(relocatable_elf(elf_class, machine, code, b"increment"))
+    result = read_file(str(path))
+    assert result.error is None
+    [row] = result.rows
+    assert (row["name"], row["architecture"], row["disassembly"]) == ("increment", architecture, expected)
+
+
+def test_unsupported_architecture_is_skipped_with_its_name(tmp_path):
+    path = tmp_path / "riscv.o"
+    path.write_bytes(relocatable_elf(64, 243, b"\x13\x00\x00\x00", b"nop"))
+    assert read_file(str(path)).error == "unsupported architecture EM_RISCV"
