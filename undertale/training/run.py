@@ -214,7 +214,8 @@ def train(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": ids["vocab_size"]}
     name, group = _job_name(cfg)
     logger = build_logger(cfg.get("logger"), run_dir, name, group, cfg.task_name, resolved, run_id)
-    flops = training_flops_per_token(**cfg.model, vocab_size=ids["vocab_size"], masked_fraction=cfg.masking.probability)
+    # model FLOPs as usually counted (full-vocabulary head), as in `python -m undertale.bench`
+    flops = training_flops_per_token(**cfg.model, vocab_size=ids["vocab_size"])
     trainer: lightning.Trainer = instantiate(
         cfg.trainer,
         callbacks=_callbacks(cfg, run_dir, flops),
