@@ -258,3 +258,8 @@ def test_every_option_of_every_group_composes(group):
         with initialize_config_dir(str(CONF), version_base="1.3"):
             config = compose("train", overrides=["trainer=ddp_cpu"])
         assert (config.trainer.accelerator, config.trainer.devices, config.trainer.strategy) == ("cpu", 2, "ddp")
+
+
+def test_binaries_without_paths_fails_before_any_work(tmp_path):
+    result = run_train(["data=binaries", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], check=False)
+    assert result.returncode != 0 and "data=binaries needs data.paths" in result.stderr

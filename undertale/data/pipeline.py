@@ -84,9 +84,9 @@ def prepare(
     """Build (or reuse) corpus, tokenizer and tokenized shards for one data source.
 
     Arguments:
-        source: ``binaries`` or ``parquet``.
+        source: ``system`` (this machine's binaries, or ``paths``), ``binaries`` or ``parquet``.
         cache_dir: where built artefacts are kept.
-        paths: ELF files/directories/globs for ``binaries`` (system directories when empty).
+        paths: ELF files/directories/globs (the system directories when empty).
         directory: the shard directory for ``parquet``.
         tokenizer: an existing ``tokenizer.json``; trained on the corpus when None.
         sequence_length: fixed token length.
@@ -101,7 +101,7 @@ def prepare(
         ValueError: for an unknown source, a missing directory, or tokenized shards without a tokenizer.
     """
     cache = Path(cache_dir).expanduser()
-    if source == "binaries":
+    if source in ("system", "binaries"):
         options = corpus_options or CorpusOptions()
         name = _digest(sorted(paths or []), options.__dict__)
         corpus = cache / "corpus" / name
@@ -118,7 +118,7 @@ def prepare(
             return _packed(PreparedData(corpus, Path(tokenizer), None), cache, packing, progress)
         corpus_id = _files_digest(corpus)
     else:
-        raise ValueError(f"unknown data source {source!r}; choose 'binaries' or 'parquet'")
+        raise ValueError(f"unknown data source {source!r}; choose 'system', 'binaries' or 'parquet'")
 
     if tokenizer:
         tokenizer_path = Path(tokenizer).expanduser()

@@ -62,7 +62,13 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def prepare_data(data: DictConfig, sequence_length: int, progress: bool) -> PreparedData:
-    """Corpus, tokenizer and tokenized shards for the ``data`` config (cached; one process builds)."""
+    """Corpus, tokenizer and tokenized shards for the ``data`` config (cached; one process builds).
+
+    Raises:
+        RunError: for ``data=binaries`` without ``data.paths``.
+    """
+    if data.source == "binaries" and not data.paths:
+        raise RunError("data=binaries needs data.paths=[file,directory,glob,...]; data=system reads this machine's binaries")
     with _locked(Path(data.cache_dir).expanduser()):
         return prepare(
             source=data.source,
