@@ -119,3 +119,18 @@ def test_bench_prints_the_table_and_ratios(cache):
     for text in ("matmul ceiling", "undertale (dense)", "undertale padded", "undertale packed", "loader, 2 workers",
                  "packed / padded (real tokens/s):"):
         assert text in result.stdout, text
+
+
+def test_bench_lengths_are_single_functions_even_with_packing_on(cache):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT, prepare_small, small
+    from undertale.bench import corpus_lengths
+    from undertale.data.encode import tokenized_files
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=[*small(cache), "data.packing=true"])
+    lengths, _ = corpus_lengths(cfg)
+    functions = sum(pq.read_metadata(path).num_rows for path in tokenized_files(prepare_small(cache).tokenized, "train"))
+    assert len(lengths) == functions
+    assert lengths.mean() < 0.95 * cfg.model.sequence_length

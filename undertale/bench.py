@@ -142,13 +142,16 @@ def huggingface_step(cfg: DictConfig, vocab: int, device: torch.device, compile_
 
 
 def corpus_lengths(cfg: DictConfig) -> tuple[np.ndarray, str]:
-    """Real token lengths of the configured corpus at the model's sequence length (built and cached if needed)."""
-    from .training.run import prepare_data
+    """Token lengths of the corpus's functions at the model's sequence length (built and cached if needed).
 
-    prepared = prepare_data(cfg.data, cfg.model.sequence_length, progress=True)
-    from .data.encode import tokenized_files
+    Always the unpacked shards: with ``data.packing`` on, the packed rows' lengths would all be near full.
+    """
     import pyarrow.parquet as pq
 
+    from .data.encode import tokenized_files
+    from .training.run import prepare_data
+
+    prepared = prepare_data(OmegaConf.merge(cfg.data, {"packing": False}), cfg.model.sequence_length, progress=True)
     lengths = np.concatenate([pq.read_table(path, columns=["length"]).column(0).to_numpy()
                               for path in tokenized_files(prepared.tokenized, "train")])
     return lengths, str(prepared.tokenized)
