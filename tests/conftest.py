@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from undertale.data.corpus import CorpusOptions
-from undertale.data.pipeline import prepare
+from undertale.data.pipeline import PreparedData, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
@@ -13,14 +13,20 @@ SEQUENCE_LENGTH = 64
 MAX_FUNCTIONS = 3000
 
 
+def prepare_small(cache: Path, packing: bool = False) -> PreparedData:
+    """The data ``small`` asks for, prepared (or reused) in ``cache``."""
+    return prepare(
+        "binaries", cache, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
+        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS),
+        packing=packing, progress=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     """A data cache prepared once, exactly as the small training runs ask for it (see ``small``)."""
     directory = tmp_path_factory.mktemp("cache")
-    prepare(
-        "binaries", directory, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
-        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
-    )
+    prepare_small(directory, packing=True)
     return directory
 
 

@@ -14,9 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from undertale.data.corpus import CorpusOptions
 from undertale.data.datamodule import InstructionTraceDataModule
-from undertale.data.pipeline import prepare
 from undertale.data.tokenizer import load_tokenizer, special_ids
 from undertale.models.maskedlm import (
     InstructionTraceTransformerEncoderForMaskedLM,
@@ -26,7 +24,7 @@ from undertale.models.maskedlm import (
 from undertale.training.callbacks import DataEpoch
 from undertale.training.wandb_offline import read_offline_run
 
-from conftest import BINARIES, MAX_FUNCTIONS, ROOT, SEQUENCE_LENGTH, small
+from conftest import ROOT, SEQUENCE_LENGTH, prepare_small, small
 
 CONF = ROOT / "conf"
 def run_train(arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -171,6 +169,7 @@ def test_resume_continues_at_the_saved_step_with_the_same_wandb_id(cache, tmp_pa
     run_train([*small(cache, steps=12), f"resume={first}", f"hydra.run.dir={tmp_path / 'second'}"])
     metrics = json.loads((first / "metrics.json").read_text())
     assert metrics["global_step"] == 12 and metrics["wandb_id"] == first_id
+    assert yaml.safe_load((first / "config.yaml").read_text())["trainer"]["max_steps"] == 6, "the run keeps its config"
     continued = [read_offline_run(path) for path in offline_runs(first)]
     assert [run.run_id for run in continued] == [first_id, first_id]
     steps = [row["trainer/global_step"] for row in continued[1].history if "trainer/global_step" in row]
@@ -205,10 +204,7 @@ class RecordBatches(lightning.Callback):
 
 def test_resumed_training_reads_the_next_unseen_rows(cache, tmp_path):
     """Mid-epoch checkpoint, then resume: the data continues exactly where the full run would be."""
-    prepared = prepare(
-        "binaries", cache, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
-        corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS), progress=False,
-    )
+    prepared = prepare_small(cache)
     ids = special_ids(load_tokenizer(prepared.tokenizer, SEQUENCE_LENGTH))
 
     def fit(steps: int, ckpt_path=None, save_at=None) -> RecordBatches:

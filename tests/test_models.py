@@ -271,21 +271,28 @@ def test_bf16_autocast_forward_is_finite_and_close():
 
 
 @pytest.mark.slow
-def test_compiled_encoder_gives_the_same_losses():
-    """torch.compile on or off: the same loss curve (float noise only), and no graph break from input checks."""
+def test_compiled_encoder_gives_the_same_losses_without_recompiling():
+    """torch.compile on or off: the same loss curve (float noise only); no graph break from the input checks,
+    and no recompilation when packed batches change their function boundaries from step to step."""
+    from torch._dynamo.utils import counters
 
-    def losses(compiled: bool) -> list[float]:
+    def losses(compiled: bool) -> tuple[list[float], list[int]]:
         torch.manual_seed(0)
         model = tiny_model(hidden_dimensions=64, intermediate_dimensions=128, sequence_length=32)
         if compiled:
+            torch._dynamo.reset()
+            counters.clear()
             model.encoder.compile(fullgraph=True)  # fullgraph: any graph break is an error
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(1)
-        values = []
+        values, graphs = [], []
         for step in range(6):
             tokens = torch.randint(10, VOCAB, (8, 32), generator=generator)
-            mask = torch.ones_like(tokens)
-            mask[:, 20:] = 0
+            # packed rows: a different number and placement of functions each step, some padding at the end
+            boundaries = torch.randint(1, 31, (8, 2), generator=generator).sort(dim=1).values
+            positions = torch.arange(32)
+            mask = 1 + (positions >= boundaries[:, :1]).long() + (positions >= boundaries[:, 1:]).long()
+            mask[:, 28:] = 0
             torch.manual_seed(100 + step)
             logits, labels = model.masked_logits(MaskedLMCollator(MASK, VOCAB, 0.3)({"tokens": tokens, "mask": mask}))
             loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -293,6 +300,10 @@ def test_compiled_encoder_gives_the_same_losses():
             optimizer.step()
             optimizer.zero_grad()
             values.append(loss.item())
-        return values
+            graphs.append(counters["stats"]["unique_graphs"])
+        return values, graphs
 
-    assert losses(True) == pytest.approx(losses(False), rel=1e-4)
+    compiled, graphs = losses(True)
+    eager, _ = losses(False)
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert graphs[0] >= 1 and graphs[-1] == graphs[0], f"recompiled after the first step: {graphs}"

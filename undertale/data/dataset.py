@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .encode import open_parquet
+from .encode import matrix, open_parquet
 
 COLUMNS = ("tokens", "mask")
 
@@ -137,11 +137,16 @@ class TokenizedParquetDataset(IterableDataset):
         """Skip the first ``batches`` that the loader delivered in the current epoch (one-shot)."""
         self.resume_batches = batches
 
+    def rank_range(self) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of the epoch's stream that this rank reads."""
+        if self.even_ranks:
+            per_rank = self.total_rows // self.world_size
+            return self.rank * per_rank, (self.rank + 1) * per_rank
+        return consumer_range(self.total_rows, self.rank, self.world_size)
+
     def rank_rows(self) -> int:
         """Rows this rank reads in an epoch."""
-        if self.even_ranks:
-            return self.total_rows // self.world_size
-        start, stop = consumer_range(self.total_rows, self.rank, self.world_size)
+        start, stop = self.rank_range()
         return stop - start
 
     def worker_rows(self, workers: int) -> list[int]:
@@ -160,17 +165,14 @@ class TokenizedParquetDataset(IterableDataset):
 
     def consumer_rows(self, consumer: int, consumers: int) -> tuple[int, int]:
         """First and stop row, in the epoch's stream, of one of this rank's ``consumers``."""
-        if self.even_ranks:
-            per_rank = self.total_rows // self.world_size
-            rank_start, rank_stop = self.rank * per_rank, (self.rank + 1) * per_rank
-        else:
-            rank_start, rank_stop = consumer_range(self.total_rows, self.rank, self.world_size)
+        rank_start, rank_stop = self.rank_range()
         start, stop = consumer_range(rank_stop - rank_start, consumer, consumers)
         return rank_start + start, rank_start + stop
 
     def read_rows(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
         """Column chunks covering rows ``[start, stop)`` of the epoch's ordered stream."""
         offset = 0
+        handles: dict[str, pq.ParquetFile] = {}
         for unit in self.ordered_units():
             unit_start, unit_stop = offset, offset + unit.rows
             offset = unit_stop
@@ -178,9 +180,11 @@ class TokenizedParquetDataset(IterableDataset):
                 continue
             if unit_start >= stop:
                 break
-            table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=list(COLUMNS))
+            if unit.path not in handles:
+                handles[unit.path] = pq.ParquetFile(unit.path)
+            table = handles[unit.path].read_row_group(unit.index, columns=list(COLUMNS))
             low, high = max(start, unit_start) - unit_start, min(stop, unit_stop) - unit_start
-            yield {name: _matrix(table.column(name))[low:high] for name in COLUMNS}
+            yield {name: matrix(table.column(name))[low:high] for name in COLUMNS}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -223,13 +227,6 @@ class TokenizedParquetDataset(IterableDataset):
                 batch = {name: values[low : low + self.batch_size] for name, values in pool.items()}
                 if len(batch["tokens"]) == self.batch_size or not self.drop_last:
                     yield batch
-
-
-def _matrix(column) -> np.ndarray:
-    """A fixed-size-list arrow column as a (rows, length) numpy array."""
-    array = column.combine_chunks()
-    width = array.type.list_size
-    return array.values.to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
 def _concatenate(chunks: list[dict[str, np.ndarray]], rng: Optional[np.random.Generator]) -> dict[str, np.ndarray]:

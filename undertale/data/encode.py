@@ -75,6 +75,12 @@ def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
+def matrix(column: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
+    """A fixed-size-list arrow column as a (rows, length) numpy array: the inverse of :func:`fixed_list`."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.values.to_numpy(zero_copy_only=False).reshape(-1, array.type.list_size)
+
+
 def tokenize_corpus(
     corpus: str | os.PathLike,
     tokenizer: Tokenizer,

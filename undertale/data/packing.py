@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .dataset import _matrix
-from .encode import ROW_GROUP_ROWS, fixed_list, parquet_files
+from .encode import ROW_GROUP_ROWS, fixed_list, matrix, parquet_files
 
 MAX_SEGMENTS = 127  # segment ids are stored as int8
 
@@ -92,7 +91,7 @@ def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progres
     for path in tqdm(files, unit="shard", desc="pack", disable=not progress, dynamic_ncols=True):
         target = output / path.relative_to(source)
         table = pq.read_table(path, columns=["tokens", "length"])
-        tokens, lengths = _matrix(table.column("tokens")), table.column("length").to_numpy()
+        tokens, lengths = matrix(table.column("tokens")), table.column("length").to_numpy()
         totals["functions"] += len(lengths)
         totals["tokens"] += int(np.minimum(lengths, tokens.shape[1]).sum())
         if target.is_file():

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from .dataset import _matrix
+from .encode import matrix
 
 
 def token_counts(files: Sequence[Path], vocab_size: int) -> np.ndarray:
@@ -18,7 +18,7 @@ def token_counts(files: Sequence[Path], vocab_size: int) -> np.ndarray:
         handle = pq.ParquetFile(path)
         for group in range(handle.metadata.num_row_groups):
             table = handle.read_row_group(group, columns=["tokens", "mask"])
-            tokens, mask = _matrix(table.column("tokens")), _matrix(table.column("mask"))
+            tokens, mask = matrix(table.column("tokens")), matrix(table.column("mask"))
             counts += np.bincount(tokens[mask != 0], minlength=vocab_size)[:vocab_size]
     return counts
 

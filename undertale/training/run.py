@@ -229,7 +229,7 @@ def train(cfg: DictConfig) -> dict:
         default_root_dir=str(run_dir),
         precision=resolve_precision(cfg.trainer.precision, accelerator),
     )
-    if rank_zero:
+    if rank_zero and not cfg.get("resume"):  # a resumed run keeps the config and tokenizer it started with
         _write_run_files(run_dir, cfg, prepared, env)
         if isinstance(logger, WandbLogger):
             (run_dir / WANDB_ID_FILE).write_text(logger.experiment.id)
