@@ -1,4 +1,4 @@
-"""Fill [MASK] tokens with a trained model: python infer.py ckpt_path=... text="xor rax [MASK]" (see undertale.inference)."""
+"""Fill [MASK] tokens with a trained model: python infer.py run=<run dir> text="xor rax [MASK]" (see undertale.inference, or --help)."""
 
 import sys
 

@@ -1,24 +1,32 @@
-"""Train a masked-language model on instruction traces.
+"""Train a model on instruction traces.
 
     python train.py                                   # quickstart: tiny model, this machine's binaries
     python train.py model=large trainer=ddp           # BERT-large shape on all GPUs of the node
     python train.py -m optimizer.lr=1e-4,3e-4 masking.probability=0.1,0.2   # a sweep, one W&B run per job
     python train.py experiment=pretrain_medium        # a reproducible experiment from experiments/
-    python train.py resume=outputs/train/runs/<time>  # continue a run
+    python train.py resume=outputs/train/runs/<time>  # continue a run (resume=latest: the newest one)
     python train.py --help                            # the config groups and their options
+
+Exit codes: 0 finished, 1 failed or diverged, 2 a config mistake (one line on stderr, before any work),
+128 + the signal number when preempted by SIGTERM (143) or SIGUSR1 (138).
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from undertale.training import train
+from undertale.config import register_configs
+from undertale.training.entry import before_hydra, run_job
+
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    metrics = train(cfg)
-    return metrics.get("val/accuracy", float("nan"))  # for Hydra sweepers that optimise
+    return run_job(cfg)
 
 
 if __name__ == "__main__":
+    sys.argv = before_hydra(sys.argv)
     main()

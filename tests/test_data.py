@@ -1,10 +1,12 @@
 """Data package: disassembly of real binaries, corpus, tokenizer, tokenized shards, streaming dataset."""
 
+import fcntl
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,8 +18,11 @@ from undertale.data.corpus import CorpusOptions, build_corpus, read_file, split_
 from undertale.data.dataset import TokenizedParquetDataset, batches_already_taken
 from undertale.data.disassembly import disassemble, disassemble_many, normalise
 from undertale.data import disassembly as disassembly_module
-from undertale.data.encode import fixed_list, tokenize_corpus, tokenized_files
+from undertale.data.datamodule import InstructionTraceDataModule
+from undertale.data.encode import tokenized_files
+from undertale.data.parquet import fixed_list
 from undertale.data.__main__ import main as data_main
+from undertale.data import pipeline
 from undertale.data.tokenizer import NEXT, UNK, load_tokenizer, train_tokenizer
 
 SYSTEM_BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
@@ -59,7 +64,7 @@ def test_normalise_follows_the_text_format():
 
 
 def test_undecodable_bytes_are_skipped_and_counted_not_truncated():
-    # push rbp; mov rbp,rsp; <0xff 0xff: undecodable at this point>; ret
+    # push rbp; mov rbp,rsp; <0x06: push es, undecodable in 64-bit mode>; ret
     code = bytes.fromhex("554889e5") + b"\x06" + bytes.fromhex("c3")
     result = disassemble(code, 0x1000)
     assert result.skipped_bytes == 1
@@ -259,6 +264,131 @@ def test_resume_continues_at_the_next_unseen_batch(tmp_path):
         dataset.resume_at(0)
     assert batches_already_taken([3, 1, 2], 5) == ([2, 1, 2], 0)
     assert batches_already_taken([3, 1, 2], 4) == ([2, 1, 1], 2)
+
+
+def test_resume_skips_only_in_the_epoch_it_was_asked_for(tmp_path):
+    write_tokenized(tmp_path, rows=157)
+    dataset = TokenizedParquetDataset(tokenized_files(tmp_path), 4, seed=1, shuffle_buffer=12)
+    in_process = consume(dataset, 0)
+    dataset.resume_at(5)
+    assert consume(dataset, 0) == in_process[5:]
+    assert consume(dataset, 0) == in_process, "the pass that took the skip dropped it"
+    epochs = []
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        epochs.append(consume(dataset, 2))
+    dataset.set_epoch(0)
+    dataset.resume_at(5)
+    assert consume(dataset, 2) == epochs[0][5:]
+    dataset.set_epoch(1)  # workers took the skip from copies: moving on drops it from this one
+    assert consume(dataset, 2) == epochs[1] != epochs[0]
+
+
+def as_is(batch):
+    return batch
+
+
+class RecordRows(lightning.LightningModule):
+    """Records the row ids (first token, as ``write_tokenized`` writes them) of each training batch, per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.epochs: dict[int, list[list[int]]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.epochs.setdefault(self.current_epoch, []).append(batch["tokens"][:, 0].tolist())
+        return self.weight * 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_data_module_without_the_epoch_callback_resumes_once_and_reshuffles(tmp_path):
+    """No DataEpoch callback: the resumed epoch skips what was trained on, the next one reads everything anew."""
+    write_tokenized(tmp_path / "data" / "train", rows=48, shards=2, row_group=8)
+    write_tokenized(tmp_path / "data" / "validation", rows=8, shards=1)
+
+    def fit(ckpt_path=None, **options) -> dict[int, list[list[int]]]:
+        model = RecordRows()
+        data = InstructionTraceDataModule(str(tmp_path / "data"), as_is, batch_size=4, num_workers=2, shuffle_buffer=8)
+        trainer = lightning.Trainer(**{"max_epochs": 2, "accelerator": "cpu", "logger": False, "limit_val_batches": 0,
+                                       "enable_progress_bar": False, "enable_model_summary": False,
+                                       "enable_checkpointing": False} | options)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model.epochs
+
+    full = fit()
+    assert len(full[0]) == len(full[1]) == 12
+    assert sorted(row for batch in full[1] for row in batch) == list(range(48)), "every row, once"
+    assert full[1] != full[0], "the second epoch is shuffled anew"
+    fit(max_steps=7, enable_checkpointing=True,
+        callbacks=[lightning.pytorch.callbacks.ModelCheckpoint(tmp_path / "checkpoints", "mid", every_n_train_steps=5)])
+    resumed = fit(ckpt_path=tmp_path / "checkpoints" / "mid.ckpt")
+    assert resumed[0] == full[0][5:]
+    assert resumed[1] == full[1]
+
+
+def test_tokenized_files_of_a_missing_split_names_it(tmp_path):
+    write_tokenized(tmp_path / "validation", rows=10)
+    assert tokenized_files(tmp_path) == tokenized_files(tmp_path, "validation")
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path} has no train/ folder"):
+        tokenized_files(tmp_path, "train")
+
+
+def test_binaries_without_paths_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"data=binaries needs data\.paths=.*\(got paths=None\)"):
+        pipeline.prepare("binaries", tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.timeout(60)
+def test_prepare_holds_the_cache_lock_while_it_builds(tmp_path, monkeypatch):
+    def locked_out() -> bool:
+        """Whether another open file (as another process would) is refused the lock."""
+        with open(tmp_path / ".prepare.lock", "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    def build_corpus(*args, **kwargs):
+        assert locked_out()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(pipeline, "build_corpus", build_corpus)
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.prepare("binaries", tmp_path, paths=["/usr/bin/ls"], progress=False)
+    assert not locked_out()
+    with pipeline.cache_lock(tmp_path), pytest.raises(RuntimeError, match="stop here"):
+        pipeline.prepare("binaries", tmp_path, paths=["/usr/bin/ls"], progress=False)  # nested: no deadlock
+
+
+def test_format_versions_key_the_caches(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    for split in ("train", "validation"):
+        (corpus / split).mkdir(parents=True)
+        texts = ["push rbp [NEXT] mov dword ptr [ rbp - 20 ] edi [NEXT] pop rbp [NEXT] ret"] * 8
+        pq.write_table(pa.table({"disassembly": texts}), corpus / split / "shard-00000.parquet")
+
+    def prepared(packing: bool = False) -> pipeline.PreparedData:
+        return pipeline.prepare("parquet", tmp_path / "cache", directory=str(corpus), sequence_length=8, merges=16,
+                                tokenizer_functions=8, packing=packing, progress=False)
+
+    base, packed = prepared(), prepared(packing=True).tokenized
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "TOKENIZER_FORMAT", pipeline.TOKENIZER_FORMAT + 1)
+        assert prepared().tokenizer != base.tokenizer
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "TOKENIZED_FORMAT", pipeline.TOKENIZED_FORMAT + 1)
+        again = prepared()
+        assert again.tokenizer == base.tokenizer and again.tokenized != base.tokenized
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "PACKING_FORMAT", pipeline.PACKING_FORMAT + 1)
+        assert prepared(packing=True).tokenized != packed
+    assert prepared() == base and prepared(packing=True).tokenized == packed
 
 
 def test_bad_parquet_names_the_file_and_column(tmp_path):

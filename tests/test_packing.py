@@ -5,8 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from undertale.data.encode import fixed_list
 from undertale.data.packing import assign_bins, pack_directory, pack_rows
+from undertale.data.parquet import fixed_list, matrix
+from undertale.data.pipeline import prepare
+from undertale.data.tokenizer import train_tokenizer
 from undertale.models.maskedlm import IGNORE_INDEX, InstructionTraceTransformerEncoderForMaskedLM
 
 VOCAB, MASK, NEXT, LENGTH = 64, 4, 5, 32
@@ -81,6 +83,36 @@ def test_pack_directory_writes_denser_shards(tmp_path):
     assert counts["functions"] == 300 and counts["rows"] == table.num_rows < 300
     assert counts["density"] > 0.9 > lengths.mean() / LENGTH
     assert (tmp_path / "packed" / "packing.json").is_file()
+
+
+def write_functions(path, tokens, lengths):
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = (np.arange(LENGTH) < lengths[:, None]).astype(np.int8)
+    pq.write_table(pa.table({"tokens": fixed_list(tokens.astype(np.int32)), "mask": fixed_list(mask),
+                             "length": pa.array(lengths)}), path)
+
+
+def packed_tokens(directory):
+    """Every real token of the packed shards under ``directory``, sorted."""
+    tables = [pq.read_table(path) for path in sorted(directory.rglob("*.parquet"))]
+    return sorted(value for table in tables
+                  for value in matrix(table.column("tokens"))[matrix(table.column("mask")) != 0].tolist())
+
+
+def test_pretokenized_shards_rewritten_in_place_are_packed_again(tmp_path):
+    tokenizer = tmp_path / "tokenizer.json"
+    train_tokenizer(["push rbp [NEXT] ret"] * 2, merges=16, sequence_length=LENGTH).save(str(tokenizer))
+    shard = tmp_path / "tokens" / "train" / "shard-00000.parquet"
+    packed = []
+    for seed in (0, 1):
+        tokens, lengths = random_functions(100, seed=seed)
+        write_functions(shard, tokens, lengths)
+        packed.append(prepare("parquet", tmp_path / "cache", directory=str(tmp_path / "tokens"),
+                              tokenizer=str(tokenizer), packing=True, progress=False).tokenized)
+        assert packed_tokens(packed[-1]) == sorted(tokens[np.arange(LENGTH) < lengths[:, None]].tolist())
+    assert packed[0] != packed[1]
 
 
 def test_training_with_packing_runs_end_to_end(cache, tmp_path):

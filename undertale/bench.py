@@ -3,11 +3,13 @@
     python -m undertale.bench                      # tiny on CPU, medium on a GPU
     python -m undertale.bench model=medium data.batch_size=32 bench.steps=30   # settings: conf/bench.yaml
 
-Prints one table: the device's matmul ceiling; this project's training step
+Prints one table: the device's measured matmul ceiling; this project's training step
 (dense); HuggingFace ``BertForMaskedLM`` at the same shape (when
 ``transformers`` is installed); padded vs packed training on the real function
 lengths of the configured corpus; and the data loader alone. Ratios are taken
-between rows of the same run.
+between rows of the same run. The ``ceiling`` column is model FLOP/s over that
+*measured* ceiling; the training run's ``train/mfu`` divides by the card's *spec*
+peak instead, so the two are not comparable.
 """
 
 from __future__ import annotations
@@ -16,23 +18,25 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
+from .config import CONF, register_configs
+from .data.config import DataConfig
 from .data.packing import pack_rows
-from .models.maskedlm import (
-    IGNORE_INDEX,
-    InstructionTraceTransformerEncoderForMaskedLM,
-    MaskedLMCollator,
-    training_flops_per_token,
-)
+from .data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
+from .environment import describe_machine
+from .models.flops import training_flops_per_token
+from .models.maskedlm import MaskedLMCollator
+from .training.checks import sizes_of
+from .training.run import resolve_compile
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+MASK_ID, NEXT_ID = SPECIAL_TOKEN_IDS[MASK], SPECIAL_TOKEN_IDS[NEXT]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Row:
     tokens_per_second: float
     step_seconds: float
     peak_memory_gb: Optional[float] = None
-    mfu: Optional[float] = None
+    ceiling_fraction: Optional[float] = None  # model FLOP/s over the measured matmul ceiling
     note: str = ""
 
 
@@ -76,21 +80,19 @@ def time_steps(step: Callable[[], None], device: torch.device, steps: int, warmu
     return (time.perf_counter() - started) / steps
 
 
-def synthetic_batch(batch: int, length: int, vocab: int, next_id: int, mask_id: int, probability: float,
+def synthetic_batch(batch: int, length: int, vocab: int, probability: float,
                     device: torch.device) -> dict[str, torch.Tensor]:
     """A dense batch shaped like instruction traces: a [NEXT] every few tokens, 15% targets."""
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(10, vocab, (batch, length), generator=generator)
-    tokens[torch.rand(batch, length, generator=generator) < 0.25] = next_id
-    collated = MaskedLMCollator(mask_id, vocab, probability)({"tokens": tokens, "mask": torch.ones_like(tokens)})
+    tokens[torch.rand(batch, length, generator=generator) < 0.25] = NEXT_ID
+    collated = MaskedLMCollator(MASK_ID, vocab, probability)({"tokens": tokens, "mask": torch.ones_like(tokens)})
     return {name: value.to(device) for name, value in collated.items()}
 
 
 def project_step(cfg: DictConfig, vocab: int, device: torch.device, compile_model: bool):
     """A training-step closure of this project's model (masked-position head, fused AdamW, bf16 on GPU)."""
-    model = InstructionTraceTransformerEncoderForMaskedLM(
-        **OmegaConf.to_container(cfg.model), vocab_size=vocab, next_token_id=5, mask_token_id=4
-    ).to(device)
+    model = instantiate(cfg.model)(vocab_size=vocab, next_token_id=NEXT_ID, mask_token_id=MASK_ID).to(device)
     model.train()
     if compile_model:
         model.encoder.compile()
@@ -149,9 +151,9 @@ def corpus_lengths(cfg: DictConfig) -> tuple[np.ndarray, str]:
     import pyarrow.parquet as pq
 
     from .data.encode import tokenized_files
-    from .training.run import prepare_data
 
-    prepared = prepare_data(OmegaConf.merge(cfg.data, {"packing": False}), cfg.model.sequence_length, progress=True)
+    data: DataConfig = instantiate(cfg.data, packing=False, _convert_="all")
+    prepared = data.prepare(cfg.model.sequence_length, progress=True)
     lengths = np.concatenate([pq.read_table(path, columns=["length"]).column(0).to_numpy()
                               for path in tokenized_files(prepared.tokenized, "train")])
     return lengths, str(prepared.tokenized)
@@ -165,10 +167,10 @@ def padded_and_packed_batches(lengths: np.ndarray, batch: int, length: int, voca
     tokens = np.zeros((len(sample), length), dtype=np.int64)
     for row, real in enumerate(sample):
         tokens[row, :real] = rng.integers(10, vocab, real)
-        tokens[row, :real][rng.random(real) < 0.25] = 5
+        tokens[row, :real][rng.random(real) < 0.25] = NEXT_ID
     mask = (np.arange(length) < sample[:, None]).astype(np.int64)
     packed, segments = pack_rows(tokens, sample)
-    collate = MaskedLMCollator(4, vocab, probability)
+    collate = MaskedLMCollator(MASK_ID, vocab, probability)
     padded_batch = collate({"tokens": tokens[:batch], "mask": mask[:batch]})
     chosen = rng.choice(len(packed), size=batch, replace=False)  # rows from the whole packing, tail included
     packed, segments = packed[chosen], segments[chosen]
@@ -179,17 +181,13 @@ def padded_and_packed_batches(lengths: np.ndarray, batch: int, length: int, voca
 
 def loader_throughput(cfg: DictConfig, batches: int, packing: bool) -> tuple[float, float]:
     """Tokens/s (all positions, real tokens) the data module delivers with its configured workers."""
-    from .data.datamodule import InstructionTraceDataModule
     from .data.tokenizer import load_tokenizer, special_ids
-    from .training.run import prepare_data
 
-    data = OmegaConf.merge(cfg.data, {"packing": packing})
-    prepared = prepare_data(data, cfg.model.sequence_length, progress=False)
+    data: DataConfig = instantiate(cfg.data, packing=packing, pin_memory=False, _convert_="all")
+    prepared = data.prepare(cfg.model.sequence_length, progress=False)
     ids = special_ids(load_tokenizer(prepared.tokenizer, cfg.model.sequence_length))
-    module = InstructionTraceDataModule(
-        str(prepared.tokenized), MaskedLMCollator(ids["mask_token_id"], ids["vocab_size"], cfg.masking.probability),
-        batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=0, pin_memory=False,
-    )
+    module = data.datamodule(prepared, instantiate(cfg.masking)(mask_token_id=ids["mask_token_id"],
+                                                                vocab_size=ids["vocab_size"]))
     module.setup("fit")
     iterator = iter(module.train_dataloader())
     next(iterator)  # worker start-up is not throughput
@@ -208,12 +206,11 @@ def loader_throughput(cfg: DictConfig, batches: int, packing: bool) -> tuple[flo
 def run(cfg: DictConfig) -> list[Row]:
     settings = cfg.bench
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    compile_model = device.type == "cuda" if cfg.compile == "auto" else bool(cfg.compile)
+    compile_model = resolve_compile(cfg.compile, "cuda" if device.type == "cuda" else "cpu")
     vocab, batch, length = settings["vocab_size"], cfg.data.batch_size, cfg.model.sequence_length
     probability = cfg.masking.probability
-    flops = training_flops_per_token(**cfg.model, vocab_size=vocab)  # full-vocabulary head, as usually counted
+    flops = training_flops_per_token(**sizes_of(cfg.model), vocab_size=vocab)  # full-vocabulary head, as usually counted
     ceiling = matmul_ceiling(device)
-    from .training.environment import describe_machine
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"machine: {describe_machine()}")
@@ -232,12 +229,12 @@ def run(cfg: DictConfig) -> list[Row]:
         seconds = time_steps(step, device, settings["steps"], settings["warmup"])
         memory = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
         rate = real_tokens / seconds
-        mfu = rate * flops / ceiling if device.type == "cuda" else None  # a CPU has no meaningful matmul peak here
-        row = Row(label, rate, seconds, memory, mfu, note)
+        fraction = rate * flops / ceiling if device.type == "cuda" else None  # a CPU has no meaningful matmul peak here
+        row = Row(label, rate, seconds, memory, fraction, note)
         rows.append(row)
         return row
 
-    dense = synthetic_batch(batch, length, vocab, 5, 4, probability, device)
+    dense = synthetic_batch(batch, length, vocab, probability, device)
     ours = measure("undertale (dense)", project_step(cfg, vocab, device, compile_model), dense, batch * length)
     hf = None
     if settings["baseline"]:
@@ -260,12 +257,12 @@ def run(cfg: DictConfig) -> list[Row]:
         rows.append(Row(f"loader, {cfg.data.num_workers} workers{' (packed)' if packing else ''}", positions,
                         float("nan"), note=f"{real:,.0f} real tokens/s"))
 
-    print(f"\n{'':<36}{'tokens/s':>14}{'step ms':>10}{'peak GB':>10}{'MFU':>8}  note")
+    print(f"\n{'':<36}{'tokens/s':>14}{'step ms':>10}{'peak GB':>10}{'ceiling':>8}  note")
     for row in rows:
         memory = f"{row.peak_memory_gb:.1f}" if row.peak_memory_gb is not None else "-"
-        mfu = f"{row.mfu:.1%}" if row.mfu is not None else "-"
+        fraction = f"{row.ceiling_fraction:.1%}" if row.ceiling_fraction is not None else "-"
         step_ms = f"{row.step_seconds * 1e3:.1f}" if not math.isnan(row.step_seconds) else "-"
-        print(f"{row.name:<36}{row.tokens_per_second:>14,.0f}{step_ms:>10}{memory:>10}{mfu:>8}  {row.note}")
+        print(f"{row.name:<36}{row.tokens_per_second:>14,.0f}{step_ms:>10}{memory:>10}{fraction:>8}  {row.note}")
     print()
     if hf is not None:
         print(f"undertale / HuggingFace (dense tokens/s): {ours.tokens_per_second / hf.tokens_per_second:.2f}x")
@@ -277,6 +274,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     if not any(item.startswith("model=") for item in overrides):
         overrides.insert(0, "model=medium" if torch.cuda.is_available() else "model=tiny")
+    register_configs()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("bench", overrides=overrides)
     run(cfg)

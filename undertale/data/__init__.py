@@ -2,7 +2,7 @@
 
 Modules, in pipeline order: ``elf`` (find functions), ``disassembly`` (decode and
 normalise), ``corpus`` (parallel build into parquet shards), ``tokenizer``,
-``encode`` (tokenize shards), ``packing``, ``dataset`` and ``datamodule``
-(streaming loaders), ``pipeline`` (the cached chain the training entry uses),
-``statistics`` and ``benchmark``. Commands: ``python -m undertale.data --help``.
+``parquet`` (shard files and token columns), ``encode`` (tokenize shards),
+``packing``, ``dataset`` and ``datamodule`` (streaming loaders), ``pipeline``
+(the cached chain the training entry uses), ``statistics`` and ``benchmark``. Commands: ``python -m undertale.data --help``.
 """

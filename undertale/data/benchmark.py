@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .corpus import CorpusOptions, build_corpus, expand_inputs, system_inputs
-from ..training.environment import describe_machine
+from ..environment import describe_machine
 from .elf import file_kind
 
 

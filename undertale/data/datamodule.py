@@ -13,6 +13,27 @@ from .dataset import TokenizedParquetDataset
 from .encode import tokenized_files
 
 
+class EpochLoader(DataLoader):
+    """A DataLoader that starts each pass of its dataset at ``epoch()`` (None: the dataset's own epoch).
+
+    Lightning tells only samplers which epoch starts; this tells the
+    :class:`TokenizedParquetDataset`, so each epoch is shuffled anew, and once a pass has taken the skip
+    of a resumed epoch (loader workers copy the dataset as the pass starts) it drops the skip here too.
+    """
+
+    def __init__(self, dataset: TokenizedParquetDataset, epoch: Optional[Callable[[], Optional[int]]] = None, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.epoch = epoch
+
+    def __iter__(self):
+        epoch = self.epoch() if self.epoch is not None else None
+        if epoch is not None:
+            self.dataset.set_epoch(epoch)
+        iterator = super().__iter__()
+        self.dataset.resume_at(0)
+        return iterator
+
+
 class InstructionTraceDataModule(lightning.LightningDataModule):
     """Train and validation loaders of masked-LM batches.
 
@@ -64,11 +85,6 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
 
     def _dataset(self, split: str, shuffle: bool) -> TokenizedParquetDataset:
         rank, world = self._rank()
-        if not (self.directory / split).is_dir():
-            raise ValueError(
-                f"{self.directory} has no {split}/ folder: data directories need train/ and validation/ "
-                "subfolders of parquet shards (as `python -m undertale.data corpus` writes them)"
-            )
         try:
             files = tokenized_files(self.directory, split)
         except FileNotFoundError as error:
@@ -99,9 +115,10 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = self._dataset("validation", shuffle=False)
 
-    def _loader(self, dataset: TokenizedParquetDataset) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: TokenizedParquetDataset, epoch: Optional[Callable[[], Optional[int]]] = None) -> DataLoader:
+        return EpochLoader(
             dataset,
+            epoch,
             batch_size=None,
             collate_fn=self.collator,
             num_workers=self.num_workers,
@@ -118,13 +135,17 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
             # batches of this epoch already trained on; `processed` (not `completed`) also counts the batch
             # whose on_train_batch_end saved the checkpoint
             dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        return self._loader(dataset)
+        return self._loader(dataset, self._epoch)
+
+    def _epoch(self) -> Optional[int]:
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset)
 
     def on_train_epoch_start(self) -> None:
-        """Called by :class:`~undertale.training.callbacks.DataEpoch` before each epoch's loader iterator."""
+        """Called by :class:`~undertale.training.callbacks.DataEpoch` as each epoch starts afresh (not when
+        resumed mid-epoch); the train loader also sets the epoch itself, so the callback is optional."""
         if self.trainer is not None and self.train_dataset is not None:
             self.train_dataset.set_epoch(self.trainer.current_epoch)
             self.train_dataset.resume_at(0)

@@ -8,7 +8,8 @@ numpy-backed tensors (no per-row Python objects on the hot path).
 
 Resuming mid-epoch: given the number of batches the loader already delivered
 this epoch, each consumer works out how many of its own batches that was (the
-DataLoader takes batches from its workers in turn) and skips them.
+DataLoader takes batches from its workers in turn) and skips them. The skip
+belongs to the epoch it was asked for and is taken once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .encode import matrix, open_parquet
+from .parquet import matrix, open_parquet
 
 COLUMNS = ("tokens", "mask")
 
@@ -131,10 +132,21 @@ class TokenizedParquetDataset(IterableDataset):
         self.loader_workers = 1  # set by the data module: len() counts batches across workers
 
     def set_epoch(self, epoch: int) -> None:
+        """Read ``epoch`` next (its own shuffle); a skip asked for another epoch is dropped."""
+        if epoch != self.epoch:
+            self.resume_batches = 0
         self.epoch = epoch
 
     def resume_at(self, batches: int) -> None:
-        """Skip the first ``batches`` that the loader delivered in the current epoch (one-shot)."""
+        """Skip the first ``batches`` that the loader delivered in the current epoch, once.
+
+        The next pass takes the skip, and iterating drops it in the process that iterates. Loader
+        workers iterate copies, so this copy keeps it until :meth:`set_epoch` moves to another epoch
+        or ``resume_at(0)``; :class:`~undertale.data.datamodule.InstructionTraceDataModule`'s loader
+        does both at each pass.
+        """
+        if batches < 0:
+            raise ValueError(f"resume_at needs a count of delivered batches >= 0, got {batches}")
         self.resume_batches = batches
 
     def rank_range(self) -> tuple[int, int]:
@@ -197,6 +209,7 @@ class TokenizedParquetDataset(IterableDataset):
             taken, following = batches_already_taken(per_consumer, self.resume_batches)
             consumer = (following + worker) % workers
             skip = taken[consumer]
+            self.resume_batches = 0  # taken: the next pass in this process reads the whole epoch
         start, stop = self.consumer_rows(consumer, workers)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, consumer])
         return self._skip(self._batches(start, stop, rng), skip)

@@ -1,6 +1,6 @@
 """Decode function bytes with capstone and write them as instruction-trace text.
 
-The text format (``shared/DESIGN.md``): tokens separated by single spaces,
+The text format (see ``docs/design.md``): tokens separated by single spaces,
 instructions by ``[NEXT]``, operand commas dropped, brackets and arithmetic
 signs as tokens of their own, numbers in decimal.
 """

@@ -13,43 +13,12 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from .parquet import ROW_GROUP_ROWS, fixed_list, open_parquet, parquet_files
 from .tokenizer import PAD, sequence_length_of
 
 TEXT_COLUMN = "disassembly"
-ROW_GROUP_ROWS = 2048
-
-
-def parquet_files(directory: str | os.PathLike) -> list[Path]:
-    """Every ``*.parquet`` file under ``directory`` (recursively), sorted.
-
-    Raises:
-        FileNotFoundError: when the directory is missing or holds no parquet file.
-    """
-    directory = Path(directory)
-    if directory.is_file() and directory.suffix == ".parquet":
-        return [directory]
-    if not directory.is_dir():
-        raise FileNotFoundError(f"data directory {directory} does not exist")
-    files = sorted(directory.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet files under {directory}")
-    return files
-
-
-def open_parquet(path: Path, required: tuple[str, ...]) -> pq.ParquetFile:
-    """Open a parquet file and check that it has the ``required`` columns.
-
-    Raises:
-        ValueError: naming the file when it is corrupt or lacks a column.
-    """
-    try:
-        handle = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise ValueError(f"{path}: not a readable parquet file ({error})") from error
-    missing = [column for column in required if column not in handle.schema_arrow.names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {handle.schema_arrow.names}")
-    return handle
+# Bump when tokenize_corpus writes different rows for the same corpus and tokenizer: cached shards are rebuilt.
+TOKENIZED_FORMAT = 1
 
 
 def leading_words(text: str, count: int) -> str:
@@ -68,17 +37,6 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np
     tokens = np.array([encoding.ids for encoding in encode(texts)], dtype=np.int32).reshape(-1, length)
     mask = (tokens != tokenizer.token_to_id(PAD)).astype(np.int8)
     return tokens, mask
-
-
-def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
-    """A (rows, length) array as an arrow fixed-size-list column, without a per-row copy."""
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-
-
-def matrix(column: pa.ChunkedArray | pa.FixedSizeListArray) -> np.ndarray:
-    """A fixed-size-list arrow column as a (rows, length) numpy array: the inverse of :func:`fixed_list`."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.values.to_numpy(zero_copy_only=False).reshape(-1, array.type.list_size)
 
 
 def tokenize_corpus(
@@ -138,8 +96,18 @@ def tokenize_corpus(
 
 
 def tokenized_files(directory: str | os.PathLike, split: Optional[str] = None) -> list[Path]:
-    """Tokenized shards of one split (``train``/``validation``) or, with None, all of them."""
+    """Tokenized shards of one split (``train``/``validation``) or, with None, all of them.
+
+    Raises:
+        FileNotFoundError: naming the directory and the split when ``split`` has no folder there,
+            or when the folder holds no parquet file.
+    """
     root = Path(directory)
-    if split is not None and (root / split).is_dir():
-        root = root / split
-    return parquet_files(root)
+    if split is None:
+        return parquet_files(root)
+    if not (root / split).is_dir():
+        raise FileNotFoundError(
+            f"{root} has no {split}/ folder: data directories need train/ and validation/ subfolders of parquet "
+            "shards (as `python -m undertale.data corpus` writes them)"
+        )
+    return parquet_files(root / split)

@@ -19,9 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .encode import ROW_GROUP_ROWS, fixed_list, matrix, parquet_files
+from .parquet import ROW_GROUP_ROWS, fixed_list, matrix, parquet_files
 
 MAX_SEGMENTS = 127  # segment ids are stored as int8
+# Bump when pack_directory writes different rows for the same tokenized shards: cached packs are rebuilt.
+PACKING_FORMAT = 1
 
 
 def assign_bins(lengths: np.ndarray, capacity: int, max_segments: int = MAX_SEGMENTS) -> tuple[np.ndarray, np.ndarray, int]:
@@ -55,7 +57,7 @@ def assign_bins(lengths: np.ndarray, capacity: int, max_segments: int = MAX_SEGM
 
 def pack_rows(tokens: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pack padded rows (rows x L, real tokens first) into fewer rows; returns (tokens, segment mask)."""
-    rows, capacity = tokens.shape
+    capacity = tokens.shape[1]
     lengths = np.minimum(lengths, capacity).astype(np.int64)
     keep = lengths > 0
     tokens, lengths = tokens[keep], lengths[keep]
@@ -83,6 +85,9 @@ def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progres
 
     Returns:
         Counts: functions, packed rows, real tokens and the density (real tokens / positions).
+
+    Raises:
+        FileNotFoundError: when ``source`` is missing or holds no parquet file.
     """
     source, output = Path(source), Path(output)
     totals = {"functions": 0, "rows": 0, "tokens": 0}
@@ -107,8 +112,7 @@ def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progres
         pq.write_table(packed_table, temporary, row_group_size=ROW_GROUP_ROWS, compression="zstd")
         os.replace(temporary, target)
         totals["rows"] += len(packed)
-    width = tokens.shape[1] if files else 1
-    totals["density"] = totals["tokens"] / max(1, totals["rows"] * width)
+    totals["density"] = totals["tokens"] / max(1, totals["rows"] * tokens.shape[1])
     totals["seconds"] = round(time.perf_counter() - started, 2)
     (output / "packing.json").write_text(json.dumps(totals))
     return totals

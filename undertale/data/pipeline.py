@@ -2,33 +2,45 @@
 
 Sources:
 
-- ``binaries``: ELF paths (the system directories when none are given) are
-  disassembled into a corpus;
+- ``system`` and ``binaries``: ELF paths are disassembled into a corpus
+  (``system`` reads this machine's binaries when no paths are given;
+  ``binaries`` needs paths);
 - ``parquet``: an existing directory of shards, either disassembly (a
   ``disassembly`` column) or already tokenized (``tokens`` and ``mask``).
 
-The corpus, the tokenizer and the tokenized shards live under ``cache_dir``
-and are reused when their inputs have not changed.
+The corpus, the tokenizer, the tokenized shards and the packed shards live
+under ``cache_dir`` and are reused when their inputs (and the format version of
+the code that builds them) have not changed. One process at a time prepares a
+cache: the others wait for it and then reuse what it built.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import pyarrow.parquet as pq
 
 from .corpus import CorpusOptions, build_corpus
-from .encode import TEXT_COLUMN, open_parquet, parquet_files, tokenize_corpus
-from .packing import pack_directory
+from .encode import TEXT_COLUMN, TOKENIZED_FORMAT, tokenize_corpus
+from .packing import PACKING_FORMAT, pack_directory
+from .parquet import open_parquet, parquet_files
 from .tokenizer import DEFAULT_MERGES, load_tokenizer, train_tokenizer
 
 COMPLETE = "complete.json"
+LOCK = ".prepare.lock"
+# Bump when a tokenizer trained from the same corpus and settings would differ: cached tokenizers are retrained.
+TOKENIZER_FORMAT = 1
+
+_held = threading.local()  # lock files this thread holds, so that cache_lock nests
 
 
 @dataclass(frozen=True)
@@ -40,12 +52,36 @@ class PreparedData:
     corpus: Optional[Path]
 
 
+@contextmanager
+def cache_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold ``directory/.prepare.lock`` exclusively (waiting for it), so that processes started together
+    (torchrun, SLURM) never build the same cache twice. Nested use in one thread does not wait on itself.
+    """
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = (directory / LOCK).resolve()
+    held = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _files_digest(directory: Path) -> str:
-    return _digest([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in parquet_files(directory)])
+    """A key of the shards under ``directory``: each one's absolute path, size and modification time."""
+    files = parquet_files(directory.resolve())
+    return _digest([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files])
 
 
 def is_tokenized(directory: Path) -> bool:
@@ -98,65 +134,94 @@ def prepare(
         progress: show progress bars.
 
     Raises:
-        ValueError: for an unknown source, a missing directory, or tokenized shards without a tokenizer.
+        ValueError: for an unknown source, ``binaries`` without ``paths``, ``parquet`` without ``directory``,
+            or tokenized shards without a tokenizer.
+        FileNotFoundError: when ``directory`` is missing or holds no parquet file.
     """
-    cache = Path(cache_dir).expanduser()
-    if source in ("system", "binaries"):
-        options = corpus_options or CorpusOptions()
-        name = _digest(sorted(paths or []), options.__dict__)
-        corpus = cache / "corpus" / name
-        build_corpus(corpus, paths, options, workers=workers, progress=progress)
-        corpus_id = json.loads((corpus / "manifest.json").read_text())["key"][:16]
-    elif source == "parquet":
-        if not directory:
-            raise ValueError("data source 'parquet' needs data.directory (a folder of parquet shards)")
-        corpus = Path(directory).expanduser()
-        if is_tokenized(corpus):
-            if not tokenizer:
-                raise ValueError(f"{corpus} is already tokenized: set data.tokenizer to the tokenizer.json it was made with")
-            load_tokenizer(tokenizer)
-            return _packed(PreparedData(corpus, Path(tokenizer), None), cache, packing, progress)
-        corpus_id = _files_digest(corpus)
-    else:
+    if source == "binaries" and not paths:
+        raise ValueError(
+            f"data=binaries needs data.paths=[file,directory,glob,...] (got paths={paths!r}); "
+            "data=system reads this machine's binaries"
+        )
+    if source == "parquet" and not directory:
+        raise ValueError("data source 'parquet' needs data.directory (a folder of parquet shards)")
+    if source not in ("system", "binaries", "parquet"):
         raise ValueError(f"unknown data source {source!r}; choose 'system', 'binaries' or 'parquet'")
-
-    if tokenizer:
-        tokenizer_path = Path(tokenizer).expanduser()
-        model = load_tokenizer(tokenizer_path, sequence_length)
-    else:
-        tokenizer_path = cache / "tokenizers" / f"{corpus_id}-{merges}-{sequence_length}-{tokenizer_functions}.json"
-        if tokenizer_path.is_file():
-            model = load_tokenizer(tokenizer_path, sequence_length)
+    cache = Path(cache_dir).expanduser()
+    with cache_lock(cache):
+        shards = Path(directory).expanduser() if source == "parquet" else None
+        if shards is not None and is_tokenized(shards):
+            if not tokenizer:
+                raise ValueError(f"{shards} is already tokenized: set data.tokenizer to the tokenizer.json it was made with")
+            load_tokenizer(tokenizer)
+            prepared = PreparedData(shards, Path(tokenizer), None)
         else:
-            started = time.perf_counter()
-            model = train_tokenizer(training_texts(corpus, tokenizer_functions), merges, sequence_length)
-            tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = tokenizer_path.with_suffix(".json.tmp")
-            model.save(str(temporary))
-            os.replace(temporary, tokenizer_path)
-            if progress:
-                print(
-                    f"tokenizer: {model.get_vocab_size():,} tokens, trained in "
-                    f"{time.perf_counter() - started:.1f} s -> {tokenizer_path}"
+            if shards is None:
+                corpus, corpus_id = _corpus(cache, paths, corpus_options or CorpusOptions(), workers, progress)
+            else:
+                corpus, corpus_id = shards, _files_digest(shards)
+            if tokenizer:
+                tokenizer_path = Path(tokenizer).expanduser()
+            else:
+                tokenizer_path = _trained_tokenizer(
+                    cache, corpus, corpus_id, merges, sequence_length, tokenizer_functions, progress
                 )
+            prepared = PreparedData(
+                _tokenized(cache, corpus, corpus_id, tokenizer_path, sequence_length, progress), tokenizer_path, corpus
+            )
+        return _packed(prepared, cache, progress) if packing else prepared
+
+
+def _corpus(
+    cache: Path, paths: Optional[Sequence[str]], options: CorpusOptions, workers: Optional[int], progress: bool
+) -> tuple[Path, str]:
+    """The corpus of ``paths`` (built or reused) and its key."""
+    corpus = cache / "corpus" / _digest(sorted(paths or []), options.__dict__)
+    build_corpus(corpus, paths, options, workers=workers, progress=progress)
+    return corpus, json.loads((corpus / "manifest.json").read_text())["key"][:16]
+
+
+def _trained_tokenizer(
+    cache: Path, corpus: Path, corpus_id: str, merges: int, sequence_length: int, functions: int, progress: bool
+) -> Path:
+    """A tokenizer trained on ``corpus`` (or reused), per :data:`TOKENIZER_FORMAT`."""
+    name = f"{corpus_id}-{merges}-{sequence_length}-{functions}-v{TOKENIZER_FORMAT}"
+    path = cache / "tokenizers" / f"{name}.json"
+    if path.is_file():
+        return path
+    started = time.perf_counter()
+    model = train_tokenizer(training_texts(corpus, functions), merges, sequence_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    model.save(str(temporary))
+    os.replace(temporary, path)
+    if progress:
+        print(f"tokenizer: {model.get_vocab_size():,} tokens, trained in {time.perf_counter() - started:.1f} s -> {path}")
+    return path
+
+
+def _tokenized(
+    cache: Path, corpus: Path, corpus_id: str, tokenizer: Path, sequence_length: int, progress: bool
+) -> Path:
+    """The corpus tokenized (or reused), per tokenizer and :data:`~undertale.data.encode.TOKENIZED_FORMAT`."""
+    model = load_tokenizer(tokenizer, sequence_length)
     tokenizer_id = hashlib.sha256(model.to_str().encode()).hexdigest()[:16]
-    tokenized = cache / "tokenized" / f"{corpus_id}-{tokenizer_id}"
+    tokenized = cache / "tokenized" / f"{corpus_id}-{tokenizer_id}-v{TOKENIZED_FORMAT}"
     if not (tokenized / COMPLETE).is_file():
         counts = tokenize_corpus(corpus, model, tokenized, progress=progress)
-        (tokenized / COMPLETE).write_text(json.dumps(counts | {"tokenizer": str(tokenizer_path)}))
+        (tokenized / COMPLETE).write_text(json.dumps(counts | {"tokenizer": str(tokenizer)}))
         if progress:
             print(
                 f"tokenize: {counts['rows']:,} functions, {counts['tokens']:,} tokens in {counts['seconds']:.1f} s "
                 f"({counts['tokens'] / max(counts['seconds'], 1e-9):,.0f} tokens/s) -> {tokenized}"
             )
-    return _packed(PreparedData(tokenized, tokenizer_path, corpus), cache, packing, progress)
+    return tokenized
 
 
-def _packed(prepared: PreparedData, cache: Path, packing: bool, progress: bool) -> PreparedData:
-    """The same data with several functions packed into each row, built once."""
-    if not packing:
-        return prepared
-    packed = cache / "packed" / _digest(str(prepared.tokenized.resolve()))
+def _packed(prepared: PreparedData, cache: Path, progress: bool) -> PreparedData:
+    """The same data with several functions packed into each row, built once per content of the tokenized
+    shards (shards rewritten in place are packed again) and per :data:`~undertale.data.packing.PACKING_FORMAT`."""
+    packed = cache / "packed" / _digest(PACKING_FORMAT, _files_digest(prepared.tokenized))
     if not (packed / "packing.json").is_file():
         counts = pack_directory(prepared.tokenized, packed, progress=progress)
         if progress:

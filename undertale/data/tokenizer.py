@@ -17,6 +17,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[SEP]", "[CLS]", "[MASK]", "[NEXT]"]
 PAD, UNK, SEP, CLS, MASK, NEXT = SPECIAL_TOKENS
+# A trained tokenizer gives the special tokens the first ids, in this order ([PAD] = 0, ..., [NEXT] = 5).
+SPECIAL_TOKEN_IDS = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 CONTINUATION = "__"
 DEFAULT_MERGES = 4096
 DEFAULT_SEQUENCE_LENGTH = 512
@@ -33,7 +35,7 @@ def train_tokenizer(
     """Train a tokenizer on instruction-trace texts.
 
     Arguments:
-        texts: function texts in the format of ``shared/DESIGN.md``.
+        texts: function texts in the format of ``docs/design.md``.
         merges: byte-pair budget for numbers (the number vocabulary's size).
         sequence_length: fixed length of every encoding (padding and truncation).
         min_frequency: non-numeric words seen fewer times become ``[UNK]``.

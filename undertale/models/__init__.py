@@ -1,18 +1,24 @@
-"""Models: the instruction-trace encoder and its masked-LM training module."""
+"""Models: the instruction-trace encoder and its masked-LM training module.
 
-from .encoder import InstructionTracePositionEmbedding, InstructionTraceTransformerEncoder
-from .maskedlm import (
-    InstructionTraceTransformerEncoderForMaskedLM,
-    InstructionTraceTransformerEncoderForMaskedLMConfiguration,
-    MaskedLMCollator,
-    MaskedLMHead,
-)
+Names are loaded on first use, so that reading the sizes
+(:mod:`.configuration`) or checking settings does not load torch and Lightning.
+"""
 
-__all__ = [
-    "InstructionTracePositionEmbedding",
-    "InstructionTraceTransformerEncoder",
-    "InstructionTraceTransformerEncoderForMaskedLM",
-    "InstructionTraceTransformerEncoderForMaskedLMConfiguration",
-    "MaskedLMCollator",
-    "MaskedLMHead",
-]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "InstructionTracePositionEmbedding": ".encoder",
+    "InstructionTraceTransformerEncoder": ".encoder",
+    "InstructionTraceTransformerEncoderForMaskedLM": ".maskedlm",
+    "InstructionTraceTransformerEncoderForMaskedLMConfiguration": ".configuration",
+    "MaskedLMCollator": ".maskedlm",
+    "MaskedLMHead": ".maskedlm",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name], __name__), name)

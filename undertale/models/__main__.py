@@ -5,12 +5,10 @@
 
 import argparse
 
-from .maskedlm import (
-    InstructionTraceTransformerEncoderForMaskedLM,
-    InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes,
-    count_parameters,
-    training_flops_per_token,
-)
+from ..data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
+from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from .flops import count_parameters, training_flops_per_token
+from .maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
 
 def main(argv=None) -> None:
@@ -26,7 +24,8 @@ def main(argv=None) -> None:
     for name in args.sizes:
         size = Sizes.options[name]
         model = InstructionTraceTransformerEncoderForMaskedLM(
-            **size, vocab_size=args.vocab_size, next_token_id=5, mask_token_id=4
+            **size, vocab_size=args.vocab_size, next_token_id=SPECIAL_TOKEN_IDS[NEXT],
+            mask_token_id=SPECIAL_TOKEN_IDS[MASK],
         )
         layers = count_parameters(model, ["encoder.layers"])
         embeddings = count_parameters(model, ["encoder.embedding"])

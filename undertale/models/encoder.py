@@ -1,7 +1,7 @@
 """Transformer encoder over instruction traces.
 
 Each token is embedded as the sum of its token, instruction-index and
-argument-index embeddings (see ``shared/DESIGN.md``). Layers are pre-LayerNorm
+argument-index embeddings (see ``docs/design.md``). Layers are pre-LayerNorm
 with one fused QKV projection and one ``scaled_dot_product_attention`` call
 for all heads.
 

@@ -1,9 +1,13 @@
-"""Masked-language modelling of instruction traces: collator, head, LightningModule, sizes."""
+"""Masked-language modelling of instruction traces: collator, head and the LightningModule.
+
+Sizes live in :mod:`.configuration`, the optimizer and schedule in
+:mod:`.optimization`, FLOP and parameter counting in :mod:`.flops`; their
+names are re-exported here for existing imports.
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import lightning
 import numpy as np
@@ -12,7 +16,24 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import Metric
 
+from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration
 from .encoder import InstructionTraceTransformerEncoder, check_tokens
+from .flops import count_parameters, training_flops_per_token
+from .masking import DEFAULTS as MASKING, MaskingSettings
+from .optimization import DEFAULTS, SCHEDULES, OptimizerSettings, adamw_with_schedule, learning_rate_factor
+
+__all__ = [
+    "IGNORE_INDEX",
+    "InstructionTraceTransformerEncoderForMaskedLM",
+    "InstructionTraceTransformerEncoderForMaskedLMConfiguration",
+    "MaskedLMCollator",
+    "MaskedLMHead",
+    "MaskedLMMetrics",
+    "SCHEDULES",
+    "count_parameters",
+    "learning_rate_factor",
+    "training_flops_per_token",
+]
 
 IGNORE_INDEX = -100
 
@@ -48,25 +69,19 @@ class MaskedLMCollator:
             or rows of unequal length.
     """
 
+    PROBABILITY = MASKING.probability
+    MASK_FRACTION = MASKING.mask_fraction
+    RANDOM_FRACTION = MASKING.random_fraction
+
     def __init__(
         self,
         mask_token_id: int,
         vocab_size: int,
-        probability: float = 0.15,
-        mask_fraction: float = 0.8,
-        random_fraction: float = 0.1,
+        probability: float = PROBABILITY,
+        mask_fraction: float = MASK_FRACTION,
+        random_fraction: float = RANDOM_FRACTION,
     ):
-        for name, value in [
-            ("probability", probability),
-            ("mask_fraction", mask_fraction),
-            ("random_fraction", random_fraction),
-        ]:
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {value}")
-        if mask_fraction + random_fraction > 1.0 + 1e-9:
-            raise ValueError(
-                f"mask_fraction + random_fraction must not exceed 1, got {mask_fraction} + {random_fraction}"
-            )
+        MaskingSettings(probability, mask_fraction, random_fraction)  # raises on values out of range
         if not 0 <= mask_token_id < vocab_size:
             raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
         self.mask_token_id = mask_token_id
@@ -146,26 +161,6 @@ class MaskedLMMetrics(Metric):
         }
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, final_ratio: float) -> float:
-    """Multiplier of the peak learning rate at ``step``: linear warmup, then the decay ``schedule``."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if schedule == "constant":
-        return 1.0
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    if schedule == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif schedule == "linear":
-        shape = 1.0 - progress
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine', 'linear' or 'constant'")
-    return final_ratio + (1.0 - final_ratio) * shape
-
-
-SCHEDULES = ("cosine", "linear", "constant")
-
-
 class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
     """Encoder plus masked-LM head, trained with AdamW and warmup + decay.
 
@@ -174,12 +169,11 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
         intermediate_dimensions, next_token_id, dropout, eps: see
             :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         mask_token_id: id of ``[MASK]``; ``infer`` fills these positions.
-        lr: peak learning rate.
-        warmup: below 1, a fraction of the trainer's total steps; otherwise a step count.
-        weight_decay: AdamW decoupled weight decay (not applied to biases and norms).
-        betas: AdamW betas.
-        schedule: decay after warmup: ``cosine`` (default), ``linear`` or ``constant``.
-        final_lr: learning rate reached at the last step.
+        lr, warmup, weight_decay, betas, schedule, final_lr: see
+            :class:`~undertale.models.optimization.OptimizerSettings` (their defaults are its defaults).
+
+    Raises:
+        ValueError: for an optimizer setting out of range or a ``mask_token_id`` outside the vocabulary.
     """
 
     def __init__(
@@ -194,31 +188,28 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
         mask_token_id: int,
         dropout: float,
         eps: float,
-        lr: float = 0.0001,
-        warmup: float = 0.025,
-        weight_decay: float = 0.01,
-        betas: Sequence[float] = (0.9, 0.999),
-        schedule: str = "cosine",
-        final_lr: float = 0.0,
+        lr: float = DEFAULTS.lr,
+        warmup: float = DEFAULTS.warmup,
+        weight_decay: float = DEFAULTS.weight_decay,
+        betas: Sequence[float] = DEFAULTS.betas,
+        schedule: str = DEFAULTS.schedule,
+        final_lr: float = DEFAULTS.final_lr,
     ):
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        self.optimizer_settings = OptimizerSettings(lr, warmup, weight_decay, betas, schedule, final_lr)
         if not 0 <= mask_token_id < vocab_size:
             raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
         self.save_hyperparameters()
         self.encoder = InstructionTraceTransformerEncoder(
-            depth,
-            hidden_dimensions,
-            vocab_size,
-            sequence_length,
-            heads,
-            intermediate_dimensions,
-            next_token_id,
-            dropout,
-            eps,
+            depth=depth,
+            hidden_dimensions=hidden_dimensions,
+            vocab_size=vocab_size,
+            sequence_length=sequence_length,
+            heads=heads,
+            intermediate_dimensions=intermediate_dimensions,
+            next_token_id=next_token_id,
+            dropout=dropout,
+            eps=eps,
         )
         self.head = MaskedLMHead(hidden_dimensions, vocab_size, eps)
         self.val_metrics = MaskedLMMetrics()
@@ -279,112 +270,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
         return filled.squeeze(0) if filled.shape[0] == 1 else filled
 
     def warmup_steps(self, total_steps: int) -> int:
-        warmup = self.hparams.warmup
-        return int(warmup * total_steps) if warmup < 1 else int(warmup)
+        return self.optimizer_settings.warmup_steps(total_steps)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            (no_decay if parameter.dim() < 2 or "norm" in name else decay).append(parameter)
-        fused = all(parameter.is_cuda for parameter in decay + no_decay)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            fused=fused or None,
-        )
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError(
-                f"the learning-rate schedule needs a length, but the trainer's total steps are {total}: "
-                "set trainer.max_steps (or max_epochs with a sized dataset)"
-            )
-        total = int(total)
-        warmup = self.warmup_steps(total)
-        final_ratio = self.hparams.final_lr / self.hparams.lr if self.hparams.lr else 0.0
-        schedule = self.hparams.schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: learning_rate_factor(step, warmup, total, schedule, final_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
-    """Named model sizes, each a dict of keyword arguments for the model.
-
-    ``vocab_size``, ``next_token_id`` and ``mask_token_id`` come from the tokenizer.
-    ``conf/model/*.yaml`` mirrors these (a test proves they agree).
-    """
-
-    tiny = {
-        "depth": 2,
-        "hidden_dimensions": 128,
-        "heads": 4,
-        "intermediate_dimensions": 512,
-        "sequence_length": 128,
-        "dropout": 0.0,
-        "eps": 1e-12,
-    }
-    small = {
-        "depth": 6,
-        "hidden_dimensions": 512,
-        "heads": 8,
-        "intermediate_dimensions": 2048,
-        "sequence_length": 512,
-        "dropout": 0.1,
-        "eps": 1e-12,
-    }
-    medium = {
-        "depth": 12,
-        "hidden_dimensions": 768,
-        "heads": 12,
-        "intermediate_dimensions": 3072,
-        "sequence_length": 512,
-        "dropout": 0.1,
-        "eps": 1e-12,
-    }
-    large = {
-        "depth": 24,
-        "hidden_dimensions": 1024,
-        "heads": 16,
-        "intermediate_dimensions": 4096,
-        "sequence_length": 512,
-        "dropout": 0.1,
-        "eps": 1e-12,
-    }
-    xl = {
-        "depth": 36,
-        "hidden_dimensions": 1280,
-        "heads": 20,
-        "intermediate_dimensions": 5120,
-        "sequence_length": 512,
-        "dropout": 0.1,
-        "eps": 1e-12,
-    }
-
-    options = {"tiny": tiny, "small": small, "medium": medium, "large": large, "xl": xl}
-
-
-def training_flops_per_token(depth: int, hidden_dimensions: int, intermediate_dimensions: int, vocab_size: int,
-                              sequence_length: int, masked_fraction: float = 1.0, **_: Any) -> float:
-    """Training FLOPs per token (forward + backward): 6 x matmul parameters + attention.
-
-    The attention term is 12 x depth x hidden x length (QK^T and AV, forward
-    and backward). ``masked_fraction`` scales the vocabulary projection, which
-    runs on the target positions only.
-    """
-    layer = 4 * hidden_dimensions * hidden_dimensions + 2 * hidden_dimensions * intermediate_dimensions
-    head = hidden_dimensions * hidden_dimensions + masked_fraction * hidden_dimensions * vocab_size
-    attention = 12 * depth * hidden_dimensions * sequence_length
-    return 6 * (depth * layer + head) + attention
-
-
-def count_parameters(module: nn.Module, where: Optional[Iterable[str]] = None) -> int:
-    """Number of parameters, optionally only those whose name starts with one of ``where``."""
-    prefixes = tuple(where) if where else None
-    return sum(p.numel() for name, p in module.named_parameters() if prefixes is None or name.startswith(prefixes))
+        return adamw_with_schedule(self, self.optimizer_settings, self.trainer.estimated_stepping_batches)

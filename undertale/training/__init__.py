@@ -1,5 +1,17 @@
-"""Training entry: compose data, model, logger and Lightning Trainer from a Hydra config."""
+"""Training entry: check the config, compose data, model, loggers and the Lightning Trainer, fit.
 
-from .run import train
+``train`` (in :mod:`.run`) is imported on first use, so that checking a command
+line (:mod:`.checks`, :mod:`.entry`) does not wait for torch and Lightning.
+"""
+
+from typing import Any
 
 __all__ = ["train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        from .run import train
+
+        return train
+    raise AttributeError(name)

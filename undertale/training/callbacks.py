@@ -1,35 +1,30 @@
-"""Callbacks the training entry adds: data epochs, throughput and MFU."""
+"""Callbacks of the training entry: data epochs, throughput/MFU, summary, progress, divergence, preemption."""
 
 from __future__ import annotations
 
+import math
+import os
+import signal
+import threading
 import time
 from typing import Any, Optional
 
 import lightning
 import torch
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-# Dense bf16 tensor-core peaks (TFLOP/s) of common training GPUs, matched by name.
-PEAK_BF16_TFLOPS = {
-    "H200": 989.0,
-    "H100": 989.0,
-    "A100": 312.0,
-    "A10G": 125.0,
-    "L40S": 362.0,
-    "L4": 121.0,
-    "RTX 4090": 165.0,
-    "RTX 3090": 71.0,
-}
+from ..environment import peak_bf16_flops
+from ..models.flops import count_parameters, training_flops_per_token
+from .checkpointing import RunCheckpoint
 
 
 def peak_flops(device: torch.device) -> Optional[float]:
-    """Known bf16 peak of a CUDA device in FLOP/s, or None (CPU, unknown card)."""
+    """Known dense bf16 peak of a CUDA device in FLOP/s, or None (CPU, unknown card)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_BF16_TFLOPS.items():
-        if key in name:
-            return tflops * 1e12
-    return None
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
 class DataEpoch(lightning.Callback):
@@ -44,6 +39,8 @@ class DataEpoch(lightning.Callback):
 class ThroughputMonitor(lightning.Callback):
     """Log ``train/tokens_per_sec`` (real, non-padding tokens, all ranks) and ``train/mfu``.
 
+    ``train/mfu`` is model FLOPs over the card's dense bf16 *spec* peak (see
+    :data:`undertale.environment.PEAK_BF16_TFLOPS`), on cards with a known peak.
     Tokens are counted on the device and read back only every
     ``log_every_n_steps``, so the hot loop never waits on the host.
 
@@ -82,3 +79,179 @@ class ThroughputMonitor(lightning.Callback):
     def on_validation_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         if self.tokens is not None:  # validation time is not training throughput
             self._reset(pl_module.device)
+
+
+class ModelSummary(LightningModelSummary):
+    """One line instead of Lightning's table: parameters, size and training FLOPs per token."""
+
+    def on_fit_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        total = count_parameters(pl_module)
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        line = f"model: {type(pl_module).__name__}, {total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trainable)"
+        hparams = dict(pl_module.hparams)
+        if {"depth", "hidden_dimensions", "intermediate_dimensions", "vocab_size", "sequence_length"} <= hparams.keys():
+            line += f", {training_flops_per_token(**hparams) / 1e9:.3f} GFLOP per token to train"
+        rank_zero_info(line)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, without the ``Epoch 1/-2`` of step-bounded runs (``max_epochs=-1``)
+    and without the logger's version number (``v_num``)."""
+
+    def get_metrics(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch}"
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0:
+            description += f"/{max_epochs - 1}"
+        if len(self.validation_description) > len(description):
+            description = f"{description:{len(self.validation_description)}}"
+        return description
+
+
+POLICIES = ("stop", "skip")  # NonFiniteLossGuard's; checked before torch loads by undertale.training.checks
+
+
+class NonFiniteLossGuard(lightning.Callback):
+    """Stop (or skip steps) when the loss or gradients are not finite, before the weights are touched.
+
+    Before each optimizer step the gradients' norms are checked (one device
+    sync per step). A non-finite step never updates the weights: its gradients
+    are dropped. With ``policy="stop"`` training stops at once; with
+    ``policy="skip"`` it goes on and stops after ``max_skips`` such steps in a
+    row. After ``fit``, :attr:`diverged` holds the message.
+
+    Arguments:
+        policy: ``stop`` or ``skip``.
+        max_skips: with ``skip``, non-finite steps in a row before stopping.
+
+    Raises:
+        ValueError: for an unknown policy or a negative ``max_skips``.
+    """
+
+    def __init__(self, policy: str = "stop", max_skips: int = 10):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 0:
+            raise ValueError(f"max_skips must be an integer >= 0, got {max_skips!r}")
+        self.policy = policy
+        self.max_skips = max_skips
+        self.in_a_row = 0
+        self.skipped = 0
+        self.diverged: Optional[str] = None
+        self._dropped = False
+
+    def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if str(trainer.precision).startswith("16"):  # fp16's grad scaler skips overflowing steps itself
+            return
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not parameters:
+            return
+        norms = torch._foreach_norm([p.grad for p in parameters])
+        if bool(torch.isfinite(torch.stack(norms)).all()):
+            return
+        for parameter in parameters:  # AdamW skips parameters without gradients: no update, no decay
+            parameter.grad = None
+        self._dropped = True
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        value = float(loss) if isinstance(loss, torch.Tensor) and self._dropped else None
+        if not self._dropped:
+            self.in_a_row = 0
+            return
+        self._dropped = False
+        self.in_a_row += 1
+        self.skipped += 1
+        step = trainer.global_step
+        what = f"loss {value}" if value is not None and not math.isfinite(value) else f"non-finite gradients (loss {value})"
+        if self.policy == "stop" or self.in_a_row > self.max_skips:
+            reason = "" if self.policy == "stop" else f" after {self.in_a_row} non-finite steps in a row"
+            self.diverged = (
+                f"training diverged at step {step}: {what}{reason}; the weights of step {step - self.in_a_row} "
+                "were kept (lower optimizer.lr, or set callbacks.divergence.policy=skip)"
+            )
+            trainer.should_stop = True
+        else:
+            rank_zero_info(f"step {step}: {what}; step skipped ({self.in_a_row} in a row)")
+
+
+class Preemption(lightning.Callback):
+    """On SIGTERM or SIGUSR1, save ``last.ckpt`` at the next step boundary and stop.
+
+    SLURM sends SIGTERM before it kills a job, and SIGUSR1 ahead of the time
+    limit with ``#SBATCH --signal=USR1@<seconds>``. The signal is forwarded to
+    the other local ranks, and the ranks agree at each step so that all of them
+    save together. After ``fit``, :attr:`signum` is the signal received (None if none).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.saved: Optional[str] = None
+        self._received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+        self._launcher: Any = None
+
+    def on_train_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        self._launcher = trainer.strategy.launcher
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:  # replaces Lightning's handlers, which save nothing and exit 0
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._received is None and self._launcher is not None and hasattr(self._launcher, "kill"):
+            self._launcher.kill(signum)  # the other local ranks, when this process started them
+        self._received = signum
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        received = self._received is not None
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
+            return
+        self.signum = self._received or signal.SIGTERM
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, RunCheckpoint) and checkpoint.write_last(trainer):
+            self.saved = str(checkpoint.last_path)
+        trainer.should_stop = True
+
+    def teardown(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def message(self, step: int) -> str:
+        name = signal.Signals(self.signum).name if self.signum else "signal"
+        where = f"saved {self.saved}" if self.saved else "no checkpoint saved (checkpointing is off)"
+        return f"preempted by {name} at step {step}: {where}"
+
+
+def slurm_requeue() -> Optional[str]:
+    """Requeue this SLURM job (``scontrol requeue``); what was done, or None outside SLURM."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"could not requeue SLURM job {job}: {error}"
+    if result.returncode != 0:
+        return f"could not requeue SLURM job {job}: {result.stderr.strip() or result.returncode}"
+    return f"requeued SLURM job {job}"

@@ -1,62 +1,99 @@
-"""Experiment loggers from the ``logger`` config group."""
+"""Experiment loggers from the ``logger`` config group, and the end of a W&B run.
+
+Each entry of the group is a node with a ``_target_`` (a Lightning logger);
+the training entry adds only what the run decides: the save directory and,
+for W&B, the run's name, group, id, job type and config.
+"""
 
 from __future__ import annotations
 
+import socket
+import sys
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
 
-WANDB_ID_FILE = "wandb_id.txt"
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+REACH_TIMEOUT = 5.0
 
 
-def build_logger(
-    config: DictConfig,
-    run_dir: Path,
-    name: str,
-    group: Optional[str],
-    job_type: str,
-    resolved: dict[str, Any],
-    run_id: Optional[str],
-) -> Optional[Logger]:
-    """One logger (``wandb``, ``tensorboard`` or ``csv``) or None for an empty ``logger`` group.
+def build_loggers(config: Optional[DictConfig], save_dir: Path, wandb_arguments: dict[str, Any]) -> list[Logger]:
+    """Instantiate every logger of the group (an empty group: none).
 
-    Raises:
-        ValueError: for more than one or an unknown logger.
+    Arguments:
+        config: the ``logger`` group, ``{name: {_target_: ..., ...}}``.
+        save_dir: the run directory.
+        wandb_arguments: ``name``, ``group``, ``id``, ``job_type``, ``config`` for a W&B logger;
+            a ``name`` or ``group`` set in the config wins.
     """
-    kinds = list(config.keys()) if config else []
-    if not kinds:
-        return None
-    if len(kinds) > 1:
-        raise ValueError(f"choose one logger, got {kinds}")
-    kind = kinds[0]
-    options = OmegaConf.to_container(config[kind], resolve=True) or {}
-    if kind == "wandb":
-        return WandbLogger(
-            project=options.get("project", "undertale"),
-            entity=options.get("entity"),
-            group=options.get("group") or group,
-            name=options.get("name") or name,
-            tags=list(options.get("tags") or []),
-            mode=options.get("mode", "offline"),
-            log_model=options.get("log_model", False),
-            save_dir=str(run_dir),
-            id=run_id,
-            resume="allow" if run_id else None,
-            job_type=job_type,
-            config=resolved,
+    loggers = []
+    for options in (config or {}).values():
+        if options is None:
+            continue
+        extra: dict[str, Any] = {"save_dir": str(save_dir)}
+        if issubclass(get_class(options._target_), WandbLogger):
+            extra |= {key: value for key, value in wandb_arguments.items() if options.get(key) is None}
+            extra["resume"] = "allow" if extra.get("id") else None
+            if str(options.get("mode", "offline")) == "online":
+                extra["mode"] = online_or_offline(wandb_base_url())
+        # partial, then called: `config` is also the name of instantiate's own first parameter
+        run_config = extra.pop("config", None)
+        factory = instantiate(options, **extra, _partial_=True, _convert_="all")
+        logger = factory(config=run_config) if run_config is not None else factory()
+        if isinstance(logger, WandbLogger):  # Lightning passes anonymous=None, which recent wandb warns about
+            logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
+    return loggers
+
+
+def wandb_base_url() -> str:
+    import os
+
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+
+
+def online_or_offline(url: str, timeout: float = REACH_TIMEOUT) -> str:
+    """``online`` when the W&B server at ``url`` accepts a connection within ``timeout`` s, else ``offline``.
+
+    Without this check, ``wandb.init`` retries an unreachable server for minutes
+    before failing. The fallback is announced on stderr in one line.
+    """
+    parsed = urlparse(url)
+    host = parsed.hostname or "api.wandb.ai"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "online"
+    except OSError as error:
+        print(
+            f"warning: W&B server {url} is unreachable ({error.__class__.__name__}: {error}); logging offline "
+            "instead, upload later with `wandb sync <run dir>/wandb/offline-run-*`",
+            file=sys.stderr,
         )
-    if kind == "tensorboard":
-        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", **options)
-    if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="", **options)
-    raise ValueError(f"unknown logger {kind!r}; choose wandb, tensorboard, csv or none")
+        return "offline"
 
 
-def finish_wandb(logger: Optional[Logger], failed: bool) -> None:
-    """End the W&B run of this job (marked failed when the job raised) so the next sweep job starts its own."""
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:
-        import wandb
+def wandb_logger(loggers: list[Logger]) -> Optional[WandbLogger]:
+    return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
 
-        wandb.finish(exit_code=1 if failed else 0)
+
+def finish_wandb(loggers: list[Logger], status: str) -> None:
+    """End this job's W&B run with its status, so the next sweep job starts its own.
+
+    ``finished`` exits 0; ``preempted`` marks the run preempting and exits 1;
+    ``failed`` and ``diverged`` exit 1.
+    """
+    logger = wandb_logger(loggers)
+    if logger is None or logger._experiment is None:
+        return
+    import wandb
+
+    run = logger.experiment
+    run.summary["status"] = status
+    if status == "preempted":
+        run.mark_preempting()
+    wandb.finish(exit_code=0 if status == "finished" else 1)

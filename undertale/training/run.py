@@ -1,119 +1,73 @@
-"""The function ``train.py`` calls: data, model, collator, logger, callbacks, Trainer, fit, summary."""
+"""The function ``train.py`` calls: check, prepare data, instantiate each part, fit, summarise.
+
+Every part comes from its config group through ``hydra.utils.instantiate``:
+``model`` (the LightningModule, partial: token ids and optimizer settings are
+added here), ``optimizer`` (:class:`~undertale.models.optimization.OptimizerSettings`),
+``masking`` (the collator, partial: token ids), ``data``
+(:class:`~undertale.data.config.DataConfig`), ``logger``, ``callbacks`` and ``trainer``.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
+import math
 import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import lightning
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.corpus import CorpusOptions
-from ..data.datamodule import InstructionTraceDataModule
+from ..data.config import DataConfig
 from ..data.encode import tokenized_files
-from ..data.pipeline import PreparedData, prepare
+from ..data.pipeline import PreparedData
 from ..data.statistics import most_frequent_token_accuracy
 from ..data.tokenizer import load_tokenizer, special_ids
-from ..models.maskedlm import (
-    InstructionTraceTransformerEncoderForMaskedLM,
-    MaskedLMCollator,
-    training_flops_per_token,
-)
-from .callbacks import DataEpoch, ThroughputMonitor
-from .environment import environment
-from .loggers import WANDB_ID_FILE, build_logger, finish_wandb
+from ..environment import environment
+from ..models.flops import training_flops_per_token
+from ..runs import RunDirectory
+from .callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
+from .checkpointing import AtomicCheckpointIO
+from .checks import check_config
+from .errors import ConfigError, Diverged, Preempted, RunError
+from .loggers import build_loggers, finish_wandb, wandb_logger
+from .resume import LATEST, resumption
 
-METRICS_FILE = "metrics.json"
 # Our dataset splits rows between loader workers itself, so its __len__ is exact.
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
 # Mid-epoch resume is handled by the data module (it skips the batches already trained on).
 warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-LAST_CHECKPOINT = "last.ckpt"
 
 
-class RunError(ValueError):
-    """A configuration that cannot run, with what to do instead."""
+class _DropNoise(logging.Filter):
+    """Lightning's advertisement for its cloud logger, and its note that our summary replaces its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "already configured with model summary" not in message
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise data preparation between processes (torchrun/SLURM start all ranks at once)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".prepare.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def prepare_data(data: DictConfig, sequence_length: int, progress: bool) -> PreparedData:
-    """Corpus, tokenizer and tokenized shards for the ``data`` config (cached; one process builds).
-
-    Raises:
-        RunError: for ``data=binaries`` without ``data.paths``.
-    """
-    if data.source == "binaries" and not data.paths:
-        raise RunError("data=binaries needs data.paths=[file,directory,glob,...]; data=system reads this machine's binaries")
-    with _locked(Path(data.cache_dir).expanduser()):
-        return prepare(
-            source=data.source,
-            cache_dir=data.cache_dir,
-            paths=list(data.paths) if data.paths else None,
-            directory=data.directory,
-            tokenizer=data.tokenizer,
-            sequence_length=sequence_length,
-            merges=data.merges,
-            tokenizer_functions=data.tokenizer_functions,
-            corpus_options=CorpusOptions(
-                seed=data.seed, validation_fraction=data.validation_fraction, max_functions=data.max_functions
-            ),
-            workers=data.workers,
-            packing=data.packing,
-            progress=progress,
-        )
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropNoise())
 
 
 def _hydra() -> Optional[HydraConfig]:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def run_directory(cfg: DictConfig) -> tuple[Path, Optional[Path], Optional[str]]:
-    """The run directory, the checkpoint to resume from and the W&B id to continue.
-
-    Raises:
-        RunError: when ``resume`` or ``ckpt_path`` names something that does not exist.
-    """
+def _overrides() -> list[str]:
     hydra = _hydra()
-    fresh = Path(hydra.runtime.output_dir) if hydra else Path(cfg.get("run_dir") or "outputs/manual")
-    if cfg.get("resume"):
-        run_dir = Path(cfg.resume).expanduser().resolve()
-        checkpoint = run_dir / "checkpoints" / LAST_CHECKPOINT
-        if not checkpoint.is_file():
-            raise RunError(f"resume={cfg.resume}: no checkpoint at {checkpoint}; pass a run directory of a run that saved one")
-        id_file = run_dir / WANDB_ID_FILE
-        return run_dir, checkpoint, id_file.read_text().strip() if id_file.is_file() else None
-    if cfg.get("ckpt_path"):
-        checkpoint = Path(cfg.ckpt_path).expanduser().resolve()
-        if not checkpoint.is_file():
-            raise RunError(f"ckpt_path={cfg.ckpt_path} does not exist")
-        id_file = checkpoint.parent.parent / WANDB_ID_FILE
-        return fresh, checkpoint, id_file.read_text().strip() if id_file.is_file() else None
-    return fresh, None, None
+    return list(hydra.overrides.task) if hydra else []
 
 
 def resolve_precision(precision: Optional[str], accelerator: str) -> str:
@@ -125,6 +79,7 @@ def resolve_precision(precision: Optional[str], accelerator: str) -> str:
 
 
 def resolve_compile(setting: Any, accelerator: str) -> bool:
+    """``compile=auto``: on when training on a CUDA GPU."""
     if setting == "auto":
         return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return bool(setting)
@@ -149,128 +104,155 @@ def _job_name(cfg: DictConfig) -> tuple[str, Optional[str]]:
     if hydra is None:
         return cfg.task_name, None
     name = hydra.job.override_dirname or cfg.task_name
-    group = None
-    if hydra.mode == RunMode.MULTIRUN:
-        group = f"{cfg.task_name}-{Path(hydra.sweep.dir).name}"
+    group = f"{cfg.task_name}-{Path(hydra.sweep.dir).name}" if hydra.mode == RunMode.MULTIRUN else None
     return name, group
 
 
-def _write_run_files(run_dir: Path, cfg: DictConfig, prepared: PreparedData, env: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    hydra = _hydra()
-    overrides = list(hydra.overrides.task) if hydra else []
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
-    shutil.copyfile(prepared.tokenizer, run_dir / "tokenizer.json")
-    (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+def _write_run_files(run: RunDirectory, cfg: DictConfig, prepared: PreparedData, env: dict) -> None:
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run.overrides.write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
+    shutil.copyfile(prepared.tokenizer, run.tokenizer)
+    run.environment.write_text(json.dumps(env, indent=2))
 
 
-def build_model(cfg: DictConfig, ids: dict) -> InstructionTraceTransformerEncoderForMaskedLM:
-    sizes = OmegaConf.to_container(cfg.model, resolve=True)
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    return InstructionTraceTransformerEncoderForMaskedLM(
-        **sizes,
-        vocab_size=ids["vocab_size"],
-        next_token_id=ids["next_token_id"],
-        mask_token_id=ids["mask_token_id"],
-        **optimizer,
-    )
-
-
-def _callbacks(cfg: DictConfig, run_dir: Path, flops_per_token: float) -> list[lightning.Callback]:
+def _callbacks(cfg: DictConfig, run: RunDirectory, flops_per_token: float) -> list[lightning.Callback]:
     callbacks: list[lightning.Callback] = []
     for name, options in (cfg.get("callbacks") or {}).items():
         if options is None:
             continue
-        extra = {"dirpath": str(run_dir / "checkpoints")} if name == "checkpoint" else {}
+        extra = {"dirpath": str(run.checkpoints)} if name == "checkpoint" else {}
         callbacks.append(instantiate(options, **extra))
-    callbacks += [DataEpoch(), ThroughputMonitor(flops_per_token)]
-    return callbacks
+    return callbacks + [DataEpoch(), ThroughputMonitor(flops_per_token), ModelSummary()]
+
+
+def _start(cfg: DictConfig) -> tuple[DictConfig, RunDirectory, Optional[Path], dict]:
+    """The config to run, its run directory, the checkpoint to continue from and the W&B run to continue."""
+    hydra = _hydra()
+    fresh = RunDirectory(hydra.runtime.output_dir if hydra else "outputs/manual")
+    if cfg.get("resume"):
+        root = fresh.path.parent if cfg.resume == LATEST else None
+        resumed = resumption(str(cfg.resume), cfg, _overrides(), root)
+        if resumed is None:
+            print(f"resume=latest: no run with a checkpoint under {root}; starting a new run")
+            cfg = cfg.copy()
+            cfg.resume = None
+            return cfg, fresh, None, {}
+        for note in resumed.notes:
+            print(f"resume: {note}")
+        return resumed.config, resumed.run, resumed.checkpoint, resumed.run.wandb_run()
+    if cfg.get("ckpt_path"):
+        checkpoint = Path(cfg.ckpt_path).expanduser().resolve()
+        if not checkpoint.is_file():
+            raise RunError(f"ckpt_path={cfg.ckpt_path} does not exist")
+        return cfg, fresh, checkpoint, RunDirectory.of_checkpoint(checkpoint).wandb_run()
+    return cfg, fresh, None, {}
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train a masked-LM from a composed config; return the final metrics (also in ``metrics.json``).
+    """Train from a composed config; return the final metrics (also in ``metrics.json``).
 
     Raises:
-        RunError: for settings that cannot run together, with what to do instead.
+        ConfigError: a value that cannot run (raised before any work).
+        RunError: settings that cannot run together, with what to do instead.
+        Diverged: the loss became non-finite.
+        Preempted: a preemption signal stopped training after a checkpoint.
     """
     started = time.perf_counter()
+    cfg, run, checkpoint, wandb_run = _start(cfg)
+    check_config(cfg)
     _check_launch(cfg)
     rank_zero = rank_zero_only.rank == 0
-    run_dir, checkpoint, run_id = run_directory(cfg)
     lightning.seed_everything(cfg.seed, workers=True)
 
-    prepared = prepare_data(cfg.data, cfg.model.sequence_length, progress=rank_zero)
+    data: DataConfig = instantiate(cfg.data, _convert_="all")
+    prepared = data.prepare(cfg.model.sequence_length, progress=rank_zero)
     if rank_zero:
-        print(f"data: {prepared.tokenized}{' (packed)' if cfg.data.packing else ''}")
-    tokenizer = load_tokenizer(prepared.tokenizer, cfg.model.sequence_length)
-    ids = special_ids(tokenizer)
-    model = build_model(cfg, ids)
+        print(f"data: {prepared.tokenized}{' (packed)' if data.packing else ''}")
+    ids = special_ids(load_tokenizer(prepared.tokenizer, cfg.model.sequence_length))
+    optimizer = instantiate(cfg.optimizer, _convert_="all")
+    model = instantiate(cfg.model)(vocab_size=ids["vocab_size"], next_token_id=ids["next_token_id"],
+                                   mask_token_id=ids["mask_token_id"], **optimizer.as_dict())
     accelerator = str(cfg.trainer.accelerator)
     if resolve_compile(cfg.compile, accelerator):
         model.encoder.compile()
-    collator = MaskedLMCollator(ids["mask_token_id"], ids["vocab_size"], **cfg.masking)
-    data = cfg.data
-    datamodule = InstructionTraceDataModule(
-        str(prepared.tokenized), collator, batch_size=data.batch_size, num_workers=data.num_workers,
-        seed=cfg.seed, shuffle_buffer=data.shuffle_buffer, pin_memory=data.pin_memory,
-    )
+    collator = instantiate(cfg.masking)(mask_token_id=ids["mask_token_id"], vocab_size=ids["vocab_size"])
+    datamodule = data.datamodule(prepared, collator)
 
     env = environment()
-    resolved = OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": ids["vocab_size"]}
     name, group = _job_name(cfg)
-    logger = build_logger(cfg.get("logger"), run_dir, name, group, cfg.task_name, resolved, run_id)
-    # model FLOPs as usually counted (full-vocabulary head), as in `python -m undertale.bench`
-    flops = training_flops_per_token(**cfg.model, vocab_size=ids["vocab_size"])
+    loggers = build_loggers(cfg.get("logger"), run.path, {
+        "name": wandb_run.get("name") or name, "group": wandb_run.get("group") or group, "id": wandb_run.get("id"),
+        "job_type": cfg.task_name,
+        "config": OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": ids["vocab_size"]},
+    })
+    callbacks = _callbacks(cfg, run, training_flops_per_token(**model.hparams))
     trainer: lightning.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=_callbacks(cfg, run_dir, flops),
-        logger=logger if logger is not None else False,
-        default_root_dir=str(run_dir),
-        precision=resolve_precision(cfg.trainer.precision, accelerator),
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run.path),
+        precision=resolve_precision(cfg.trainer.precision, accelerator), plugins=[AtomicCheckpointIO()],
     )
-    if rank_zero and not cfg.get("resume"):  # a resumed run keeps the config and tokenizer it started with
-        _write_run_files(run_dir, cfg, prepared, env)
-        if isinstance(logger, WandbLogger):
-            (run_dir / WANDB_ID_FILE).write_text(logger.experiment.id)
+    if rank_zero and not cfg.get("resume"):  # a resumed run keeps the files it started with
+        _write_run_files(run, cfg, prepared, env)
+    if rank_zero and (logger := wandb_logger(loggers)) is not None:
+        experiment = logger.experiment
+        run.wandb_file.write_text(json.dumps({"id": experiment.id, "name": experiment.name, "group": experiment.group}))
 
-    failed = True
+    status = "failed"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-        failed = False
-        metrics = _summarise(trainer, run_dir, prepared, ids["vocab_size"], logger, started) if trainer.is_global_zero else {}
+        guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
+        preemption = next((c for c in callbacks if isinstance(c, Preemption)), None)
+        status = "diverged" if guard and guard.diverged else "preempted" if preemption and preemption.signum else "finished"
+        metrics = _summarise(trainer, run, prepared, ids["vocab_size"], loggers, started, status) if trainer.is_global_zero else {}
     finally:
-        finish_wandb(logger, failed)
+        finish_wandb(loggers, status)
+    if status == "diverged":
+        raise Diverged(guard.diverged)
+    if status == "preempted":
+        message = preemption.message(trainer.global_step)
+        if trainer.is_global_zero and (requeued := slurm_requeue()):
+            message += f"; {requeued}"
+        raise Preempted(preemption.signum, message + f"; continue with: python train.py resume={run.path}")
     return metrics
 
 
-def _summarise(trainer: lightning.Trainer, run_dir: Path, prepared: PreparedData, vocab_size: int, logger: Any,
-               started: float) -> dict:
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: those become null."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _summarise(trainer: lightning.Trainer, run: RunDirectory, prepared: PreparedData, vocab_size: int,
+               loggers: list, started: float, status: str) -> dict:
     token, baseline = most_frequent_token_accuracy(
         tokenized_files(prepared.tokenized, "train"), tokenized_files(prepared.tokenized, "validation"), vocab_size
     )
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))}
-    checkpoint = trainer.checkpoint_callback
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     metrics |= {
+        "status": status,
         "baseline/most_frequent_token_accuracy": baseline,
         "baseline/most_frequent_token_id": token,
         "global_step": trainer.global_step,
         "world_size": trainer.world_size,
         "epoch": trainer.current_epoch,
         "seconds": round(time.perf_counter() - started, 1),
-        "best_checkpoint": getattr(checkpoint, "best_model_path", "") or None,
-        "last_checkpoint": str(run_dir / "checkpoints" / LAST_CHECKPOINT),
-        "run_dir": str(run_dir),
+        "best_checkpoint": best,
+        "last_checkpoint": str(run.last_checkpoint) if run.last_checkpoint.is_file() else None,
+        "run_dir": str(run.path),
     }
-    if isinstance(logger, WandbLogger):
+    metrics = {key: _finite(value) for key, value in metrics.items()}
+    if (logger := wandb_logger(loggers)) is not None:
         metrics["wandb_id"] = logger.experiment.id
         logger.experiment.summary["baseline/most_frequent_token_accuracy"] = baseline
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    run.metrics.write_text(json.dumps(metrics, indent=2, allow_nan=False))
     accuracy = metrics.get("val/accuracy")
-    print(f"\nrun directory: {run_dir}")
-    if accuracy is not None:
+    print(f"\nrun directory: {run.path}")
+    if accuracy is not None and status == "finished":
         print(
             f"val/accuracy {accuracy:.4f}  vs  {baseline:.4f} always predicting the most frequent token "
             f"({accuracy / max(baseline, 1e-9):.1f}x)"
         )
     return metrics
+
+
+__all__ = ["ConfigError", "Diverged", "Preempted", "RunError", "resolve_compile", "resolve_precision", "train"]

@@ -1,4 +1,4 @@
-"""What a run was made with: git commit, package versions, hardware."""
+"""What a run or a benchmark was made with: git commit, package versions, hardware, the card's peak."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PACKAGES = ("undertale", "torch", "lightning", "hydra-core", "wandb", "tokenizer
 
 def git_state(directory: Optional[Path] = None) -> dict:
     """Commit and dirty flag of the git checkout holding ``directory`` (empty when not a checkout)."""
-    directory = directory or Path(__file__).resolve().parents[2]
+    directory = directory or Path(__file__).resolve().parents[1]
 
     def git(*arguments: str) -> Optional[str]:
         try:
@@ -78,3 +78,29 @@ def hardware() -> dict:
 def environment() -> dict:
     """Git state, package versions and hardware, for the run's config and metadata."""
     return {"git": git_state(), "versions": package_versions(), "hardware": hardware()}
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) of common training GPUs. Matched against the
+# device name in order, so the more specific names (H100 PCIe, H100 NVL) come before the plain one.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("GH200", 989.0),
+    ("H200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A10G", 125.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+)
+
+
+def peak_bf16_flops(device_name: str) -> Optional[float]:
+    """The card's dense bf16 spec peak in FLOP/s, or None for a card not in ``PEAK_BF16_TFLOPS``."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in device_name:
+            return tflops * 1e12
+    return None

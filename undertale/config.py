@@ -1,0 +1,55 @@
+"""Config groups generated from the Python objects that own their defaults.
+
+The ``model`` sizes (:class:`InstructionTraceTransformerEncoderForMaskedLMConfiguration`
+presets), the optimizer defaults (:class:`OptimizerSettings`), the masking
+defaults (:class:`MaskingSettings`) and the data defaults (:class:`DataConfig`)
+are registered in Hydra's ConfigStore, so each value is written once. YAML files
+in ``conf/`` extend these nodes (``defaults: [adamw, _self_]``) and change only
+what they mean to change. Every node carries the ``_target_`` that
+``hydra.utils.instantiate`` builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from .data.config import DataConfig
+from .models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from .models.masking import DEFAULTS as MASKING
+from .models.optimization import DEFAULTS as OPTIMIZER
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# Named, not imported: composing and checking a config must not wait for torch and Lightning
+# (tests/test_config.py proves each resolves to its class).
+MODEL_TARGET = "undertale.models.maskedlm.InstructionTraceTransformerEncoderForMaskedLM"
+COLLATOR_TARGET = "undertale.models.maskedlm.MaskedLMCollator"
+
+
+def target(callable_: Any) -> str:
+    """The import path Hydra's ``_target_`` needs."""
+    return f"{callable_.__module__}.{callable_.__qualname__}"
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists: OmegaConf stores sequences as lists."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def model_node(sizes: Sizes) -> dict[str, Any]:
+    """A ``model`` option: the module to build (partially: token ids and optimizer come at run time) and its sizes."""
+    return {"_target_": MODEL_TARGET, "_partial_": True, **sizes.as_dict()}
+
+
+def register_configs() -> None:
+    """Register the generated nodes (idempotent). Call before composing a config."""
+    store = ConfigStore.instance()
+    for name, sizes in Sizes.options.items():
+        store.store(group="model", name=name, node=model_node(sizes))
+    store.store(group="optimizer", name="adamw", node={"_target_": target(type(OPTIMIZER)), **_plain(OPTIMIZER.as_dict())})
+    store.store(group="masking", name="bert", node={"_target_": COLLATOR_TARGET, "_partial_": True, **MASKING.as_dict()})
+    data = _plain(dataclasses.asdict(DataConfig())) | {"cache_dir": "${paths.cache_dir}", "seed": "${seed}"}
+    store.store(group="data", name="system", node={"_target_": target(DataConfig), **data})

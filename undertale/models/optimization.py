@@ -1,0 +1,123 @@
+"""Optimizer settings and the learning-rate schedule: AdamW, linear warmup, then a decay.
+
+:class:`OptimizerSettings` holds every setting and its one default; the
+``optimizer`` config group and the model's signature both read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from torch import nn
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW with linear warmup and a decay schedule.
+
+    Arguments:
+        lr: peak learning rate (> 0).
+        warmup: below 1, a fraction of the total steps; otherwise a step count.
+        weight_decay: decoupled weight decay (not applied to biases and norms).
+        betas: AdamW betas, each in [0, 1).
+        schedule: decay after warmup: ``cosine``, ``linear`` or ``constant``.
+        final_lr: learning rate reached at the last step (0 <= final_lr <= lr).
+
+    Raises:
+        ValueError: naming the setting that is out of range or of the wrong type.
+    """
+
+    lr: float = 1e-4
+    warmup: float = 0.025
+    weight_decay: float = 0.01
+    betas: Sequence[float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    final_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "warmup", "weight_decay", "final_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 (a fraction below 1, else a step count), got {self.warmup}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.final_lr <= self.lr:
+            raise ValueError(f"final_lr must be within [0, lr={self.lr}], got {self.final_lr}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers within [0, 1), got {list(self.betas)!r}")
+        object.__setattr__(self, "betas", betas)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return int(self.warmup * total_steps) if self.warmup < 1 else int(self.warmup)
+
+
+DEFAULTS = OptimizerSettings()
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, final_ratio: float) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warmup, then the decay ``schedule``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    if schedule == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        shape = 1.0 - progress
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    return final_ratio + (1.0 - final_ratio) * shape
+
+
+def adamw_with_schedule(module: "nn.Module", settings: OptimizerSettings, total_steps: float) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` result: AdamW (fused on CUDA) and a per-step schedule.
+
+    Biases and norm weights are not decayed.
+
+    Raises:
+        ValueError: when ``total_steps`` is not a finite positive number (the schedule needs a length).
+    """
+    import torch  # here, so that checking settings does not load torch
+
+    decay, no_decay = [], []
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.dim() < 2 or "norm" in name else decay).append(parameter)
+    fused = all(parameter.is_cuda for parameter in decay + no_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=tuple(settings.betas),
+        fused=fused or None,
+    )
+    if not math.isfinite(total_steps) or total_steps <= 0:
+        raise ValueError(
+            f"the learning-rate schedule needs a length, but the trainer's total steps are {total_steps}: "
+            "set trainer.max_steps (or max_epochs with a sized dataset)"
+        )
+    total = int(total_steps)
+    warmup = settings.warmup_steps(total)
+    final_ratio = settings.final_lr / settings.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, warmup, total, settings.schedule, final_ratio)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,135 @@
+"""The layout of a run directory: the one place that knows where a run keeps each file.
+
+A run directory (``outputs/<task>/runs/<time>``, or ``.../multiruns/<time>/<job>``
+under ``-m``) holds::
+
+    config.yaml         the composed config, resolved
+    overrides.yaml      the command-line overrides
+    tokenizer.json      the tokenizer the run used
+    environment.json    git commit, package versions, hardware
+    metrics.json        final metrics and the run's status
+    wandb.json          the W&B run's id, name and group (to continue the same run)
+    checkpoints/        last.ckpt (every N steps and at the end), best-step*.ckpt
+    wandb/              the offline W&B run(s)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Paths inside one run directory.
+
+    Arguments:
+        path: the run directory.
+    """
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike):
+        object.__setattr__(self, "path", Path(path).expanduser())
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> "RunDirectory":
+        """The run directory a checkpoint file belongs to (``<run>/checkpoints/<file>``)."""
+        return cls(Path(checkpoint).expanduser().resolve().parent.parent)
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / "overrides.yaml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def environment(self) -> Path:
+        return self.path / "environment.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def wandb_file(self) -> Path:
+        return self.path / "wandb.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / f"last{CHECKPOINT_SUFFIX}"
+
+    def wandb_run(self) -> dict:
+        """The W&B run this run logged to: ``id``, ``name``, ``group`` (empty when it had none)."""
+        try:
+            return json.loads(self.wandb_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def has_checkpoint(self) -> bool:
+        return bool(self.checkpoint_files())
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint of the run, newest (by modification time) first."""
+        if not self.checkpoints.is_dir():
+            return []
+        files = [path for path in self.checkpoints.glob(f"*{CHECKPOINT_SUFFIX}") if path.is_file()]
+        return sorted(files, key=lambda path: path.stat().st_mtime_ns, reverse=True)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def intact_checkpoint(self) -> tuple[Optional[Path], list[str]]:
+        """The checkpoint to resume from: ``last.ckpt`` if whole, else the newest whole one.
+
+        Returns:
+            The checkpoint (None when no whole one exists) and one line per corrupt file skipped.
+        """
+        candidates = self.checkpoint_files()
+        if self.last_checkpoint in candidates:  # prefer last.ckpt, then the others newest first
+            candidates.remove(self.last_checkpoint)
+            candidates.insert(0, self.last_checkpoint)
+        skipped = []
+        for candidate in candidates:
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                return candidate, skipped
+            skipped.append(f"checkpoint {candidate} {problem}")
+        return None, skipped
+
+
+def checkpoint_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a usable checkpoint, or None when it is whole.
+
+    A torch checkpoint is a zip archive; every member's CRC is checked, so a
+    truncated or overwritten file is caught without unpickling it.
+    """
+    if not path.is_file():
+        return "does not exist"
+    if path.stat().st_size == 0:
+        return "is empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"is not a whole checkpoint ({error})"
+    if broken is not None:
+        return f"is corrupt (member {broken} fails its checksum)"
+    return None

@@ -1,0 +1,94 @@
+"""Checkpoints you can trust: atomic writes, a ``last.ckpt`` on a fixed cadence and at the end, integrity checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over the target.
+
+    A write killed halfway leaves the previous checkpoint of that name untouched.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Best checkpoints by the monitored metric, plus ``last.ckpt`` every ``every_n_train_steps`` and at the end.
+
+    ``last.ckpt`` is written whether or not validation improved, always under
+    that one name (no ``last-v1``), and never from weights that are not finite
+    (a diverged model is not saved; the previous checkpoint stays).
+
+    Arguments:
+        every_n_train_steps: steps between writes of ``last.ckpt`` (0: only at the end and on preemption).
+        **kwargs: :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments for the best
+            checkpoints (``monitor``, ``mode``, ``save_top_k``, ``filename``, ...).
+    """
+
+    def __init__(self, every_n_train_steps: int = 0, **kwargs: Any):
+        kwargs.pop("save_last", None)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(save_last=False, **kwargs)
+        if every_n_train_steps < 0:
+            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        self.last_every_n_train_steps = every_n_train_steps
+        self._last_saved_step: Optional[int] = None
+
+    @property
+    def last_path(self) -> Path:
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def write_last(self, trainer: lightning.Trainer) -> bool:
+        """Write ``last.ckpt`` now (all ranks must call); False when the weights are not finite."""
+        if self._last_saved_step == trainer.global_step and self.last_path.is_file():
+            return True
+        if not weights_are_finite(trainer.lightning_module):
+            rank_zero_warn(f"not saving {self.last_path}: the model's weights are not finite")
+            return False
+        self.last_model_path = str(self.last_path)
+        trainer.save_checkpoint(self.last_path, self.save_weights_only)
+        self._last_saved_step = trainer.global_step
+        return True
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        every = self.last_every_n_train_steps
+        if every and trainer.global_step % every == 0 and not trainer.sanity_checking:
+            self.write_last(trainer)
+
+    def on_train_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        self.write_last(trainer)
+
+    def _save_checkpoint(self, trainer: lightning.Trainer, filepath: str) -> None:
+        if not weights_are_finite(trainer.lightning_module):
+            rank_zero_warn(f"not saving {filepath}: the model's weights are not finite")
+            return
+        super()._save_checkpoint(trainer, filepath)
+
+
+def weights_are_finite(module: torch.nn.Module) -> bool:
+    """True when every parameter is finite (one device sync)."""
+    checks = [torch.isfinite(parameter).all() for parameter in module.parameters()]
+    return bool(torch.stack(checks).all()) if checks else True

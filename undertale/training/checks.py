@@ -1,0 +1,215 @@
+"""Check a composed config before any work: every part is built once, and a mistake is one line naming the key.
+
+:func:`check_config` builds each part's own settings object (sizes,
+optimizer, collator, data, callbacks) so that each part validates its own
+values, and checks the trainer's numbers. :func:`check_command_line` composes
+the command line the way ``train.py`` will, before Hydra creates a run
+directory, and turns Hydra's multi-line composition errors into one line with
+the closest valid key or option.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..config import CONF
+from ..data.config import DataConfig
+from ..models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from ..models.masking import MaskingSettings
+from ..models.optimization import OptimizerSettings
+from .errors import ConfigError
+
+PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+INTERNAL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+DIVERGENCE_POLICIES = ("stop", "skip")  # of undertale.training.callbacks.NonFiniteLossGuard
+
+
+def settings(node: DictConfig) -> dict[str, Any]:
+    """A config node's values without Hydra's ``_target_``-style keys."""
+    return {key: value for key, value in OmegaConf.to_container(node, resolve=True).items() if key not in INTERNAL_KEYS}
+
+
+def sizes_of(model: DictConfig) -> Sizes:
+    """The model group's sizes as the typed configuration (validated)."""
+    return Sizes(**settings(model))
+
+
+def _message(group: str, error: BaseException) -> str:
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if unexpected:
+        return f"{group}.{unexpected.group(1)} is not a setting of {group}"
+    missing = re.search(r"missing \d+ required positional argument[s]?: (.+)", text)
+    if missing:
+        return f"{group} lacks {missing.group(1)}"
+    first = text.split(" ", 1)[0]
+    return f"{group}.{text}" if re.fullmatch(r"[a-z_]+", first) else f"{group}: {text}"
+
+
+def _check(group: str, build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except (ValueError, TypeError, KeyError, InstantiationException, OmegaConfBaseException) as error:
+        raise ConfigError(_message(group, error)) from None
+
+
+def _number(name: str, value: Any, low: float, integer: bool = False, allow: tuple = ()) -> None:
+    if value in allow and not isinstance(value, bool):
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+        what = "an integer" if integer else "a number"
+        extra = f" (or {', '.join(map(str, allow))})" if allow else ""
+        raise ConfigError(f"{name} must be {what} >= {low}{extra}, got {value!r}")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    _number("trainer.max_steps", trainer.get("max_steps"), 1, integer=True, allow=(-1,))
+    _number("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 1), 1, integer=True)
+    _number("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1, integer=True)
+    _number("trainer.num_nodes", trainer.get("num_nodes", 1), 1, integer=True)
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None:
+        _number("trainer.gradient_clip_val", clip, 0)
+    interval = trainer.get("val_check_interval")
+    if interval is not None:
+        _number("trainer.val_check_interval", interval, 1e-9)
+    limit = trainer.get("limit_val_batches")
+    if limit is not None:
+        _number("trainer.limit_val_batches", limit, 0)
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)} or null, got {precision!r}")
+
+
+def check_callbacks(callbacks: DictConfig) -> None:
+    for name, options in callbacks.items():
+        if options is None:
+            continue
+        if "_target_" not in options:
+            raise ConfigError(f"callbacks.{name} needs a _target_ (the callback class to build)")
+        if "every_n_train_steps" in options:
+            _number(f"callbacks.{name}.every_n_train_steps", options.every_n_train_steps, 0, integer=True)
+        if "policy" in options and options.policy not in DIVERGENCE_POLICIES:
+            raise ConfigError(f"callbacks.{name}.policy must be one of {', '.join(DIVERGENCE_POLICIES)}, "
+                              f"got {options.policy!r}")
+        if "max_skips" in options:
+            _number(f"callbacks.{name}.max_skips", options.max_skips, 0, integer=True)
+
+
+def check_config(cfg: DictConfig) -> Sizes:
+    """Validate every part of a composed training config; return the model sizes.
+
+    Raises:
+        ConfigError: one line naming the key, the value and what is allowed.
+    """
+    cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
+    sizes = _check("model", lambda: sizes_of(cfg.model))
+    _check("optimizer", lambda: OptimizerSettings(**settings(cfg.optimizer)))
+    _check("masking", lambda: MaskingSettings(**settings(cfg.masking)))
+    _check("data", lambda: DataConfig(**settings(cfg.data)))
+    check_trainer(cfg.trainer)
+    check_callbacks(cfg.get("callbacks") or {})
+    _number("seed", cfg.get("seed"), 0, integer=True)
+    if cfg.get("compile") not in ("auto", True, False):
+        raise ConfigError(f"compile must be auto, true or false, got {cfg.get('compile')!r}")
+    return sizes
+
+
+# --- the command line, before Hydra ------------------------------------------------------------
+
+FLAGS_THAT_SKIP = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+                   "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--resolve", "-p",
+                   "--package", "--version", "--experimental-rerun")
+
+
+def is_multirun(argv: list[str]) -> bool:
+    return any(arg in ("-m", "--multirun") for arg in argv)
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def explain_composition_error(error: BaseException, overrides: list[str]) -> str:
+    """One line for a Hydra/OmegaConf composition error, with the closest valid key or option."""
+    text = str(error)
+    missing_option = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing_option:
+        group, option = missing_option.groups()
+        listing = text.split("Available options", 1)[-1].split("Config search path", 1)[0]
+        options = [line.strip() for line in listing.splitlines()[1:] if line.strip()]
+        return (f"{group}={option}: no such option of {group}{_closest(option, options)} "
+                f"(options: {', '.join(options)})")
+    cause = f"{text} {error.__cause__ or ''}"
+    unknown_key = re.search(r"Could not override '([^']+)'", text) or re.search(r"full_key: (\S+)", cause)
+    if unknown_key and "not in struct" in cause:
+        key = unknown_key.group(1)
+        parent, _, leaf = key.rpartition(".")
+        known = _known_keys(parent, overrides)
+        hint = _closest(leaf, known)
+        hint = hint.replace("did you mean ", f"did you mean {parent + '.' if parent else ''}")
+        return f"{key} is not a config key{hint} (to add a new key on purpose: +{key}=...)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else type(error).__name__
+
+
+def _known_keys(parent: str, overrides: list[str]) -> list[str]:
+    groups = [item for item in overrides if "=" in item and "." not in item.split("=", 1)[0]]
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            config = compose("train", overrides=[item for item in groups if not item.startswith("hydra")])
+        node = OmegaConf.select(config, parent) if parent else config
+        return [str(key) for key in node.keys()] if isinstance(node, DictConfig) else []
+    except Exception:  # the hint is best effort
+        return []
+
+
+def compose_command_line(argv: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``train.py``'s config for these arguments (no run directory is made).
+
+    Raises:
+        ConfigError: for a composition error, in one line.
+    """
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(explain_composition_error(error, overrides)) from None
+
+
+def check_command_line(argv: list[str]) -> Optional[DictConfig]:
+    """Compose and check a single run's command line; None when Hydra should handle it (flags, ``-m``).
+
+    Raises:
+        ConfigError: one line naming the problem.
+    """
+    if any(arg.split("=", 1)[0] in FLAGS_THAT_SKIP for arg in argv) or is_multirun(argv):
+        return None
+    cfg = compose_command_line(argv, return_hydra_config=True)
+    if cfg.get("resume"):
+        return cfg  # a resumed run is checked once its own config is restored
+    check_config(cfg)
+    return cfg
+
+
+def runs_root(cfg: DictConfig) -> Path:
+    """Where this task's single runs live (the parent of ``hydra.run.dir``)."""
+    return Path(str(OmegaConf.select(cfg, "hydra.run.dir", default="outputs/run"))).parent

@@ -1,0 +1,66 @@
+"""What ``train.py`` does around Hydra: check the command line first, turn stops into exit codes.
+
+Before Hydra makes a run directory, :func:`before_hydra` composes and checks
+the config (a mistake is one line on stderr and exit code 2) and points a
+resumed run's Hydra directory at the run it continues. :func:`run_job` runs
+one job and maps how it ended to the exit code (see ``train.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .checks import check_command_line, check_config, runs_root
+from .errors import STOPS, ConfigError, ResumeError
+from .resume import resumption
+
+OBJECTIVE = "val/accuracy"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def before_hydra(argv: list[str]) -> list[str]:
+    """Check ``train.py``'s arguments before Hydra runs; the arguments Hydra should get.
+
+    A resumed run (``resume=<dir>`` or ``resume=latest``) gets ``hydra.run.dir``
+    set to the run it continues, so its log continues there too; ``resume=latest``
+    without an earlier run becomes a new run.
+    """
+    arguments = argv[1:]
+    try:
+        cfg = check_command_line(arguments)
+        if cfg is None or not cfg.get("resume"):
+            return argv
+        overrides = [arg for arg in arguments if not arg.startswith("-")]
+        resumed = resumption(str(cfg.resume), cfg, overrides, runs_root(cfg))
+        if resumed is None:
+            print(f"resume=latest: no run with a checkpoint under {runs_root(cfg)}; starting a new run")
+            return [arg if not arg.startswith("resume=") else "resume=null" for arg in argv]
+        check_config(resumed.config)
+    except (ConfigError, ResumeError) as error:
+        _fail(str(error), 2)
+    arguments = [arg if not arg.startswith("resume=") else f"resume={resumed.run.path}" for arg in arguments]
+    if not any(arg.startswith("hydra.run.dir=") for arg in arguments):
+        arguments += [f"hydra.run.dir={resumed.run.path}", "hydra.output_subdir=null"]
+    return [argv[0], *arguments]
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Train one job; the objective for sweepers (``val/accuracy``), or exit with the stop's code."""
+    from .run import train  # torch and Lightning load here, after the command line was checked
+
+    try:
+        metrics = train(cfg)
+    except STOPS as error:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the job as failed
+        _fail(str(error), error.exit_code)
+    return metrics.get(OBJECTIVE, float("nan"))
