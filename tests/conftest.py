@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from undertale.config import register_configs
 from undertale.data.corpus import CorpusOptions
 from undertale.data.pipeline import PreparedData, prepare
+
+register_configs()  # the generated config groups (model sizes, optimizer, masking, data), as train.py does
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]

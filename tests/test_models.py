@@ -1,5 +1,7 @@
 """Model package: collator statistics, positions, head, module behaviour, bad input."""
 
+import dataclasses
+import inspect
 import math
 
 import lightning
@@ -15,6 +17,7 @@ from undertale.models import (
     MaskedLMHead,
 )
 from undertale.models.maskedlm import MaskedLMMetrics, count_parameters, learning_rate_factor
+from undertale.models.optimization import OptimizerSettings
 
 VOCAB, MASK, NEXT = 64, 4, 5
 
@@ -145,7 +148,7 @@ def test_learning_rate_schedule():
 
 
 def test_optimizer_schedule_through_the_trainer(tmp_path):
-    """warmup=0.025 of 40 steps is 1 step; the lr peaks after it and ends near final_lr."""
+    """warmup=0.1 of 40 steps is 4 steps; the lr peaks after them and ends near final_lr."""
     torch.manual_seed(0)
     model = tiny_model(lr=1e-3, warmup=0.1, final_lr=0.0)
     rates = []
@@ -225,11 +228,11 @@ def test_bad_input_raises_value_error_naming_the_value():
 
 
 def test_medium_size_and_parameter_count():
-    assert Sizes.medium == {
+    assert dict(**Sizes.medium) == {
         "sequence_length": 512, "depth": 12, "heads": 12, "hidden_dimensions": 768,
         "intermediate_dimensions": 3072, "dropout": 0.1, "eps": 1e-12,
     }
-    assert Sizes.large | {} == Sizes.options["large"]
+    assert Sizes.from_name("large") is Sizes.options["large"] is Sizes.large
     assert (Sizes.large["depth"], Sizes.large["hidden_dimensions"], Sizes.large["heads"]) == (24, 1024, 16)
     encoder = InstructionTraceTransformerEncoder(**Sizes.medium, vocab_size=5120, next_token_id=NEXT)
     layers = count_parameters(encoder, ["layers"])
@@ -237,6 +240,35 @@ def test_medium_size_and_parameter_count():
     h, i = 768, 3072
     assert layers == 12 * (4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h)
     assert 84e6 < layers < 86e6
+
+
+def test_sizes_are_frozen_and_validated():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Sizes.tiny.depth = 3
+    with pytest.raises(ValueError, match=r"heads \(5\) must divide hidden_dimensions \(128\)"):
+        Sizes.tiny.replace(heads=5)
+    with pytest.raises(ValueError, match="sequence_length must be at most"):
+        Sizes.tiny.replace(sequence_length=100_000)
+    with pytest.raises(ValueError, match="depth must be a positive integer, got 'abc'"):
+        Sizes.tiny.replace(depth="abc")
+    with pytest.raises(KeyError, match="choose from tiny, small, medium, large, xl"):
+        Sizes.from_name("huge")
+
+
+def test_published_defaults_and_original_constants():
+    """The model's optimizer defaults are the settings object's; the original tests read PROBABILITY."""
+    assert MaskedLMCollator.PROBABILITY == 0.15
+    signature = inspect.signature(InstructionTraceTransformerEncoderForMaskedLM)
+    assert signature.parameters["lr"].default == OptimizerSettings().lr == 1e-4
+    assert list(signature.parameters)[:10] == [
+        "depth", "hidden_dimensions", "vocab_size", "sequence_length", "heads", "intermediate_dimensions",
+        "next_token_id", "mask_token_id", "dropout", "eps",
+    ]
+    assert list(inspect.signature(MaskedLMCollator).parameters) == [
+        "mask_token_id", "vocab_size", "probability", "mask_fraction", "random_fraction",
+    ]
+    with pytest.raises(ValueError, match="lr must be positive"):
+        tiny_model(lr=-1.0)
 
 
 def test_tiny_model_overfits_a_fixed_batch():

@@ -83,7 +83,7 @@ def batches_already_taken(per_worker: Sequence[int], delivered: int) -> tuple[li
 
 
 class TokenizedParquetDataset(IterableDataset):
-    """Batches of ``tokens`` and ``mask`` from tokenized shards.
+    """Batches of ``tokens`` and ``mask`` (and a per-batch ``seed``) from tokenized shards.
 
     Arguments:
         files: tokenized parquet shards.
@@ -212,13 +212,21 @@ class TokenizedParquetDataset(IterableDataset):
             self.resume_batches = 0  # taken: the next pass in this process reads the whole epoch
         start, stop = self.consumer_rows(consumer, workers)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, consumer])
-        return self._skip(self._batches(start, stop, rng), skip)
+        return self._skip(self._batches(start, stop, rng), skip, consumer)
 
-    @staticmethod
-    def _skip(batches: Iterator[dict[str, np.ndarray]], skip: int) -> Iterator[dict[str, torch.Tensor]]:
+    def _skip(self, batches: Iterator[dict[str, np.ndarray]], skip: int,
+              consumer: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches after the first ``skip``, each with its own ``seed`` (see :meth:`batch_seed`)."""
         for index, batch in enumerate(batches):
             if index >= skip:
-                yield {name: torch.from_numpy(values) for name, values in batch.items()}
+                yield {name: torch.from_numpy(values) for name, values in batch.items()} | {
+                    "seed": torch.tensor(self.batch_seed(consumer, index))
+                }
+
+    def batch_seed(self, consumer: int, index: int) -> int:
+        """A seed that names one batch of one epoch: a collator that draws from it (the masking)
+        corrupts that batch the same way in every run, resumed or not."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, self.rank, consumer, index]).generate_state(1)[0])
 
     def _batches(self, start: int, stop: int, rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
         pending: list[dict[str, np.ndarray]] = []

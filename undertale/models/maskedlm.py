@@ -60,8 +60,8 @@ class MaskedLMCollator:
         random_fraction: share of targets replaced by a random token; the rest stay unchanged.
 
     Calling it on a list of rows (each with equal-length ``tokens`` and
-    ``mask``), or on a dict of already-batched ``tokens``/``mask`` tensors,
-    returns LongTensors ``tokens``, ``mask`` and ``labels`` (batch x length);
+    ``mask``), or on a dict of already-batched ``tokens``/``mask`` tensors
+    (and optionally a ``seed`` that fixes this batch's corruption), returns LongTensors ``tokens``, ``mask`` and ``labels`` (batch x length);
     ``labels`` holds the original token at each target and -100 elsewhere.
 
     Raises:
@@ -91,9 +91,11 @@ class MaskedLMCollator:
         self.random_fraction = random_fraction
 
     def __call__(self, rows: Union[Sequence[Row], Mapping[str, Any]]) -> dict[str, Tensor]:
+        seed = None
         if isinstance(rows, Mapping):
             tokens = torch.as_tensor(rows["tokens"]).long()
             mask = torch.as_tensor(rows["mask"]).long()
+            seed = rows.get("seed")
         else:
             if not rows:
                 raise ValueError("cannot collate an empty list of rows")
@@ -101,17 +103,22 @@ class MaskedLMCollator:
             mask = _stack([row["mask"] for row in rows], "mask")
         if tokens.shape != mask.shape:
             raise ValueError(f"tokens shape {tuple(tokens.shape)} differs from mask shape {tuple(mask.shape)}")
-        return self.corrupt(tokens, mask)
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        return self.corrupt(tokens, mask, generator)
 
-    def corrupt(self, tokens: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Select targets among non-padding positions and corrupt them (80/10/10)."""
-        targets = (torch.rand(tokens.shape) < self.probability) & (mask != 0)
+    def corrupt(self, tokens: Tensor, mask: Tensor, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+        """Select targets among non-padding positions and corrupt them (80/10/10).
+
+        With a ``generator`` (the batch's ``seed``), the same batch is corrupted the same way every time.
+        """
+        targets = (torch.rand(tokens.shape, generator=generator) < self.probability) & (mask != 0)
         labels = torch.where(targets, tokens, IGNORE_INDEX)
-        choice = torch.rand(tokens.shape)
+        choice = torch.rand(tokens.shape, generator=generator)
         masked = targets & (choice < self.mask_fraction)
         randomised = targets & (choice >= self.mask_fraction) & (choice < self.mask_fraction + self.random_fraction)
         corrupted = torch.where(masked, self.mask_token_id, tokens)
-        corrupted = torch.where(randomised, torch.randint_like(tokens, self.vocab_size), corrupted)
+        random_tokens = torch.randint(0, self.vocab_size, tokens.shape, generator=generator, dtype=tokens.dtype)
+        corrupted = torch.where(randomised, random_tokens, corrupted)
         return {"tokens": corrupted, "mask": mask, "labels": labels}
 
 

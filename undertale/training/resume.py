@@ -75,6 +75,7 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
     Raises:
         ResumeError: naming every overridden key that would change what the run computes.
     """
+    given = OmegaConf.masked_copy(given, [key for key in given if key != "hydra"])
     config = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(given, resolve=True)), saved)
     conflicts, notes = [], []
     for override in overrides:
