@@ -25,7 +25,8 @@ from undertale.models.maskedlm import (
 )
 from undertale.models.optimization import OptimizerSettings
 from undertale.training.callbacks import DataEpoch
-from undertale.training.checks import check_config, sizes_of
+from undertale.config import sizes_of
+from undertale.training.checks import check_config
 from undertale.training.wandb_offline import read_offline_run
 
 from conftest import ROOT, SEQUENCE_LENGTH, prepare_small, small

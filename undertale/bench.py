@@ -26,15 +26,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .config import CONF, register_configs
+from .config import CONF, register_configs, sizes_of
 from .data.config import DataConfig
 from .data.packing import pack_rows
 from .data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
-from .environment import describe_machine
+from .environment import describe_machine, resolve_compile
 from .models.flops import training_flops_per_token
 from .models.maskedlm import MaskedLMCollator
-from .training.checks import sizes_of
-from .training.run import resolve_compile
 
 MASK_ID, NEXT_ID = SPECIAL_TOKEN_IDS[MASK], SPECIAL_TOKEN_IDS[NEXT]
 

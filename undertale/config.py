@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from .data.config import DataConfig
 from .models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
@@ -23,6 +24,7 @@ from .models.masking import DEFAULTS as MASKING
 from .models.optimization import DEFAULTS as OPTIMIZER
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+INTERNAL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 # Named, not imported: composing and checking a config must not wait for torch and Lightning
 # (tests/test_config.py proves each resolves to its class).
 MODEL_TARGET = "undertale.models.maskedlm.InstructionTraceTransformerEncoderForMaskedLM"
@@ -53,3 +55,13 @@ def register_configs() -> None:
     store.store(group="masking", name="bert", node={"_target_": COLLATOR_TARGET, "_partial_": True, **MASKING.as_dict()})
     data = _plain(dataclasses.asdict(DataConfig())) | {"cache_dir": "${paths.cache_dir}", "seed": "${seed}"}
     store.store(group="data", name="system", node={"_target_": target(DataConfig), **data})
+
+
+def settings(node: DictConfig) -> dict[str, Any]:
+    """A config node's values without Hydra's ``_target_``-style keys."""
+    return {key: value for key, value in OmegaConf.to_container(node, resolve=True).items() if key not in INTERNAL_KEYS}
+
+
+def sizes_of(model: DictConfig) -> Sizes:
+    """The model group's sizes as the typed configuration (validated)."""
+    return Sizes(**settings(model))

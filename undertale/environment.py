@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -104,3 +104,18 @@ def peak_bf16_flops(device_name: str) -> Optional[float]:
         if key in device_name:
             return tflops * 1e12
     return None
+
+
+def resolve_precision(precision: Optional[str], accelerator: str) -> str:
+    """``bf16-mixed`` on CUDA GPUs that support it, ``32-true`` elsewhere, unless set."""
+    if precision is not None:
+        return str(precision)
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def resolve_compile(setting: Any, accelerator: str) -> bool:
+    """``compile=auto``: on when training on a CUDA GPU."""
+    if setting == "auto":
+        return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return bool(setting)

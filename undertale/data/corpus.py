@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .disassembly import disassemble_many
-from .elf import UnsupportedFile, file_functions, file_kind
+from .elf import UnsupportedFile, file_functions
 
 SYSTEM_DIRECTORIES = (
     "/usr/bin",

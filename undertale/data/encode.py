@@ -17,6 +17,7 @@ from .parquet import ROW_GROUP_ROWS, fixed_list, open_parquet, parquet_files
 from .tokenizer import PAD, sequence_length_of
 
 TEXT_COLUMN = "disassembly"
+BATCH_TOKENS = 1 << 22  # padded positions encoded at once (~4M: about 1 GB of tokenizer output)
 # Bump when tokenize_corpus writes different rows for the same corpus and tokenizer: cached shards are rebuilt.
 TOKENIZED_FORMAT = 1
 
@@ -57,6 +58,8 @@ def tokenize_corpus(
     """
     corpus, output = Path(corpus), Path(output)
     files = parquet_files(corpus)
+    # at most BATCH_TOKENS padded positions per batch: memory stays flat at long sequence lengths
+    batch_rows = max(1, min(batch_rows, BATCH_TOKENS // sequence_length_of(tokenizer)))
     rows = real_tokens = 0
     started = time.perf_counter()
     bar = tqdm(total=len(files), unit="shard", desc="tokenize", disable=not progress, dynamic_ncols=True)

@@ -20,7 +20,7 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import CONF
+from ..config import CONF, settings, sizes_of
 from ..data.config import DataConfig
 from ..models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
 from ..models.masking import MaskingSettings
@@ -29,18 +29,7 @@ from .errors import ConfigError
 
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
-INTERNAL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 DIVERGENCE_POLICIES = ("stop", "skip")  # of undertale.training.callbacks.NonFiniteLossGuard
-
-
-def settings(node: DictConfig) -> dict[str, Any]:
-    """A config node's values without Hydra's ``_target_``-style keys."""
-    return {key: value for key, value in OmegaConf.to_container(node, resolve=True).items() if key not in INTERNAL_KEYS}
-
-
-def sizes_of(model: DictConfig) -> Sizes:
-    """The model group's sizes as the typed configuration (validated)."""
-    return Sizes(**settings(model))
 
 
 def _message(group: str, error: BaseException) -> str:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lightning
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -32,7 +31,7 @@ from ..data.encode import tokenized_files
 from ..data.pipeline import PreparedData
 from ..data.statistics import most_frequent_token_accuracy
 from ..data.tokenizer import load_tokenizer, special_ids
-from ..environment import environment
+from ..environment import environment, resolve_compile, resolve_precision
 from ..models.flops import training_flops_per_token
 from ..runs import RunDirectory
 from .callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
@@ -68,21 +67,6 @@ def _hydra() -> Optional[HydraConfig]:
 def _overrides() -> list[str]:
     hydra = _hydra()
     return list(hydra.overrides.task) if hydra else []
-
-
-def resolve_precision(precision: Optional[str], accelerator: str) -> str:
-    """``bf16-mixed`` on CUDA GPUs that support it, ``32-true`` elsewhere, unless set."""
-    if precision is not None:
-        return str(precision)
-    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def resolve_compile(setting: Any, accelerator: str) -> bool:
-    """``compile=auto``: on when training on a CUDA GPU."""
-    if setting == "auto":
-        return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return bool(setting)
 
 
 def _check_launch(cfg: DictConfig) -> None:
@@ -255,4 +239,4 @@ def _summarise(trainer: lightning.Trainer, run: RunDirectory, prepared: Prepared
     return metrics
 
 
-__all__ = ["ConfigError", "Diverged", "Preempted", "RunError", "resolve_compile", "resolve_precision", "train"]
+__all__ = ["ConfigError", "Diverged", "Preempted", "RunError", "train"]
