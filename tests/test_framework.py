@@ -99,7 +99,8 @@ def test_each_size_is_written_once_and_its_group_option_builds_it():
     for name, size in Sizes.options.items():
         with initialize_config_dir(str(CONF), version_base="1.3"):
             config = compose("train", overrides=[f"model={name}"])
-        model = instantiate(config.model)(vocab_size=64, next_token_id=5, mask_token_id=4) if name == "tiny" else None
+        optimizer = instantiate(config.optimizer).as_dict()
+        model = instantiate(config.model)(vocab_size=64, next_token_id=5, mask_token_id=4, **optimizer) if name == "tiny" else None
         assert sizes_of(config.model) == size, name
         if model is not None:
             assert isinstance(model, InstructionTraceTransformerEncoderForMaskedLM)

@@ -1,10 +1,13 @@
-"""Data commands: build a corpus, train a tokenizer, tokenize, benchmark.
+"""Data commands: build a corpus, train a tokenizer, tokenize, benchmark, build a function-pairs dataset.
 
     python -m undertale.data corpus OUTPUT_DIR [PATHS ...] [--workers N] [--max-functions N] [--seed S]
                                     [--validation-fraction F]
     python -m undertale.data tokenizer CORPUS_DIR OUTPUT_FILE [--vocabulary-size N] [--sequence-length L]
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
+    python -m undertale.data pairs OUTPUT SOURCES... [--levels O0,O1,O2,O3] [--compilers gcc,clang]
+                                   [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."]
+                                   [--keep-objects DIR]
 """
 
 from __future__ import annotations
@@ -54,6 +57,24 @@ def _benchmark(args: argparse.Namespace) -> None:
     run_benchmark(args.paths, workers=args.workers, max_files=args.max_files)
 
 
+def _pairs(args: argparse.Namespace) -> None:
+    from .pairs import build_pairs
+
+    build_pairs(
+        args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
+        workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects,
+    )
+
+
+def _join_cflags(argv: list[str]) -> list[str]:
+    """``--cflags -DX`` as ``--cflags=-DX``: argparse would take a lone ``-DX`` for an option."""
+    joined = list(argv)
+    for index in range(len(joined) - 2, -1, -1):
+        if joined[index] == "--cflags":
+            joined[index : index + 2] = ["--cflags=" + joined[index + 1]]
+    return joined
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m undertale.data", description="undertale data commands")
     commands = root.add_subparsers(dest="command", required=True)
@@ -90,11 +111,25 @@ def parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     benchmark.add_argument("--max-files", type=int, default=200, help="ELF files sampled (default 200)")
     benchmark.set_defaults(run=_benchmark)
+
+    pairs = commands.add_parser(
+        "pairs", help="compile C projects at several optimisation levels into a function-pairs dataset"
+    )
+    pairs.add_argument("output", help="directory to write (train/ validation/ test/ manifest.json)")
+    pairs.add_argument("sources", nargs="*", help="project directories, or .c files (their directory is the project)")
+    pairs.add_argument("--levels", default="O0,O1,O2,O3", help="optimisation levels among O0 O1 O2 O3 Os")
+    pairs.add_argument("--compilers", default="gcc,clang", help="compilers; those not on PATH are skipped")
+    pairs.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions of the projects")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of the project split")
+    pairs.add_argument("--workers", type=int, default=None, help="parallel compilations (default: all cores)")
+    pairs.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags="-DNDEBUG -std=gnu99"')
+    pairs.add_argument("--keep-objects", default=None, metavar="DIR", help="keep the object files in DIR")
+    pairs.set_defaults(run=_pairs)
     return root
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_join_cflags(list(sys.argv[1:] if argv is None else argv)))
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as error:
