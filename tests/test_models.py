@@ -339,3 +339,14 @@ def test_compiled_encoder_gives_the_same_losses_without_recompiling():
     eager, _ = losses(False)
     assert compiled == pytest.approx(eager, rel=1e-4)
     assert graphs[0] >= 1 and graphs[-1] == graphs[0], f"recompiled after the first step: {graphs}"
+
+
+def test_spec_peaks_tell_the_h100_variants_apart():
+    """train/mfu divides by the card's spec peak: the PCIe H100 is not the SXM one."""
+    from undertale.environment import peak_bf16_flops
+
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_bf16_flops("NVIDIA H100 NVL") == 835e12
+    assert peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_bf16_flops("Some Future Card") is None
