@@ -42,3 +42,20 @@ def small(cache: Path, steps: int = 12) -> list[str]:
         f"model.sequence_length={SEQUENCE_LENGTH}", f"trainer.max_steps={steps}", "trainer.val_check_interval=6",
         "trainer.limit_val_batches=4", "trainer.log_every_n_steps=2", "optimizer.lr=3e-3",
     ]
+
+
+@pytest.fixture(scope="session")
+def trained_run(cache, tmp_path_factory) -> Path:
+    """One real 12-step training run (tiny model, ``[UNK]`` kept out of the targets) that read-only tests share."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("shared") / "run"
+    environment = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, "train.py", *small(cache), 'masking.exclude=["[UNK]"]', f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

@@ -68,6 +68,14 @@ def test_quickstart_end_to_end_and_inference(cache, tmp_path):
     logged = {key for row in run.history for key in row}
     assert {"train/loss", "train/lr", "train/tokens_per_sec", "val/loss", "val/accuracy", "val/perplexity"} <= logged
     assert run.summary["val/accuracy"] == pytest.approx(metrics["val/accuracy"])
+    tables = sorted(offline.glob("files/media/table/probes_*.table.json"), key=lambda path: path.stat().st_mtime)
+    probes = json.loads(tables[-1].read_text())
+    assert probes["columns"] == ["step", "probe", "text", "prediction", "top"]
+    assert {row[0] for row in probes["data"]} == {6, 12} and len(probes["data"]) == 26
+    assert {row[1] for row in probes["data"]} >= {"simple-xor-self", "calling-conventions-register-preserved"}
+    special = {"[PAD]", "[UNK]", "[SEP]", "[CLS]", "[MASK]"}
+    assert all(not special & set(row[3].split()) for row in probes["data"]), "a mask is never filled with a special token"
+    assert "probes at step 12:" in result.stdout and "simple-xor-self" in result.stdout
 
     filled = subprocess.run(
         [sys.executable, "infer.py", f"run={run_dir}", "text=push rbp [NEXT] mov rbp [MASK] [NEXT] ret"],
@@ -173,6 +181,8 @@ def test_failed_job_marks_its_run_failed_and_keeps_its_directory(cache, tmp_path
     result = run_train([*small(cache), "trainer.max_steps=-1", "trainer.max_epochs=-1", f"hydra.run.dir={run_dir}"],
                        check=False)
     assert result.returncode != 0 and "set trainer.max_steps" in result.stderr
+    failed = json.loads((run_dir / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "set trainer.max_steps" in failed["error"]
     [offline] = offline_runs(run_dir)
     assert read_offline_run(offline).exit_code == 1
     assert (run_dir / "config.yaml").is_file() and (run_dir / "train.log").is_file()

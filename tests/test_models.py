@@ -265,7 +265,7 @@ def test_published_defaults_and_original_constants():
         "next_token_id", "mask_token_id", "dropout", "eps",
     ]
     assert list(inspect.signature(MaskedLMCollator).parameters) == [
-        "mask_token_id", "vocab_size", "probability", "mask_fraction", "random_fraction",
+        "mask_token_id", "vocab_size", "probability", "mask_fraction", "random_fraction", "exclude_ids",
     ]
     with pytest.raises(ValueError, match="lr must be positive"):
         tiny_model(lr=-1.0)

@@ -8,6 +8,8 @@ under ``-m``) holds::
     tokenizer.json      the tokenizer the run used
     environment.json    git commit, package versions, hardware
     metrics.json        final metrics and the run's status
+    evaluation.json     python evaluate.py: per-class masked-LM evaluation
+    similarity.json     python evaluate.py task=similarity: function search
     wandb.json          the W&B run's id, name and group (to continue the same run)
     checkpoints/        last.ckpt (every N steps and at the end), best-step*.ckpt
     wandb/              the offline W&B run(s)
@@ -69,6 +71,22 @@ class RunDirectory:
         return self.path / "wandb.json"
 
     @property
+    def evaluation(self) -> Path:
+        return self.path / "evaluation.json"
+
+    @property
+    def similarity(self) -> Path:
+        return self.path / "similarity.json"
+
+    @property
+    def wandb_directory(self) -> Path:
+        return self.path / "wandb"
+
+    @property
+    def csv_metrics(self) -> Path:
+        return self.path / "csv" / "metrics.csv"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -82,6 +100,10 @@ class RunDirectory:
             return json.loads(self.wandb_file.read_text())
         except (OSError, ValueError):
             return {}
+
+    def offline_runs(self) -> list[Path]:
+        """The run's offline W&B runs, oldest first (a resumed run has one per session)."""
+        return sorted(path for path in self.wandb_directory.glob("offline-run-*") if path.is_dir() and not path.is_symlink())
 
     def has_checkpoint(self) -> bool:
         return bool(self.checkpoint_files())

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import Metric
 
+from ..evaluation.token_classes import METRIC_NAMES, target_classes
 from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration
 from .encoder import InstructionTraceTransformerEncoder, check_tokens
 from .flops import count_parameters, training_flops_per_token
@@ -58,6 +59,8 @@ class MaskedLMCollator:
         probability: chance that a non-padding position becomes a prediction target.
         mask_fraction: share of targets replaced by ``[MASK]``.
         random_fraction: share of targets replaced by a random token; the rest stay unchanged.
+        exclude_ids: token ids that are never targets (``masking.exclude``, mapped to ids);
+            ``probability`` applies to the other non-padding tokens.
 
     Calling it on a list of rows (each with equal-length ``tokens`` and
     ``mask``), or on a dict of already-batched ``tokens``/``mask`` tensors
@@ -80,10 +83,15 @@ class MaskedLMCollator:
         probability: float = PROBABILITY,
         mask_fraction: float = MASK_FRACTION,
         random_fraction: float = RANDOM_FRACTION,
+        exclude_ids: Sequence[int] = (),
     ):
         MaskingSettings(probability, mask_fraction, random_fraction)  # raises on values out of range
         if not 0 <= mask_token_id < vocab_size:
             raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
+        outside = [index for index in exclude_ids if not 0 <= int(index) < vocab_size]
+        if outside:
+            raise ValueError(f"exclude_ids holds {outside[0]}, outside the vocabulary [0, {vocab_size})")
+        self.exclude_ids = torch.tensor(sorted({int(index) for index in exclude_ids}), dtype=torch.long)
         self.mask_token_id = mask_token_id
         self.vocab_size = vocab_size
         self.probability = probability
@@ -111,7 +119,10 @@ class MaskedLMCollator:
 
         With a ``generator`` (the batch's ``seed``), the same batch is corrupted the same way every time.
         """
-        targets = (torch.rand(tokens.shape, generator=generator) < self.probability) & (mask != 0)
+        eligible = mask != 0
+        if len(self.exclude_ids):
+            eligible = eligible & ~torch.isin(tokens, self.exclude_ids)
+        targets = (torch.rand(tokens.shape, generator=generator) < self.probability) & eligible
         labels = torch.where(targets, tokens, IGNORE_INDEX)
         choice = torch.rand(tokens.shape, generator=generator)
         masked = targets & (choice < self.mask_fraction)
@@ -143,29 +154,65 @@ class MaskedLMHead(nn.Module):
 
 
 class MaskedLMMetrics(Metric):
-    """Token-weighted masked-LM loss and accuracy, summed across batches and ranks."""
+    """Token-weighted masked-LM loss and accuracy, overall and per target class, summed across batches and ranks.
+
+    Arguments:
+        classes: metric-safe names of the target classes (e.g. ``next``, ``mnemonic``); none: overall only.
+
+    :meth:`compute` returns ``loss``, ``accuracy``, ``perplexity`` and ``targets``, and for each class
+    ``accuracy/<class>``, ``loss/<class>`` and ``targets/<class>`` (NaN accuracy and loss for a class
+    without targets).
+    """
 
     full_state_update = False
 
-    def __init__(self):
+    def __init__(self, classes: Sequence[str] = ()):
         super().__init__()
+        self.classes = tuple(classes)
+        count = len(self.classes)
         self.add_state("loss_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("class_loss_sum", default=torch.zeros(count, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("class_correct", default=torch.zeros(count, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("class_total", default=torch.zeros(count, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, logits: Tensor, labels: Tensor) -> None:  # logits: (n, vocab), labels: (n,)
-        self.loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-        self.correct += (logits.argmax(-1) == labels).sum()
+    def update(self, logits: Tensor, labels: Tensor, classes: Optional[Tensor] = None) -> None:
+        """Add one batch of targets.
+
+        Arguments:
+            logits: (n, vocab) at the targets.
+            labels: (n,) the original tokens.
+            classes: (n,) each target's class index (into ``classes``), or None to count overall only.
+        """
+        losses = F.cross_entropy(logits.float(), labels, reduction="none").double()
+        correct = logits.argmax(-1) == labels
+        self.loss_sum += losses.sum()
+        self.correct += correct.sum()
         self.total += labels.numel()
+        if classes is not None and self.classes:
+            # one column per class: column sums are deterministic, unlike scatter-adds of floats on a GPU
+            member = classes.unsqueeze(1) == torch.arange(len(self.classes), device=classes.device)
+            self.class_loss_sum += torch.where(member, losses.unsqueeze(1), 0.0).sum(0)
+            self.class_correct += (member & correct.unsqueeze(1)).sum(0)
+            self.class_total += member.sum(0)
 
     def compute(self) -> dict[str, Tensor]:
         total = self.total.clamp(min=1)
         loss = (self.loss_sum / total).float()
-        return {
+        values = {
             "loss": loss,
             "accuracy": (self.correct.double() / total).float(),
             "perplexity": torch.exp(loss),
+            "targets": self.total,
         }
+        counts = self.class_total.double()
+        accuracy = torch.where(counts > 0, self.class_correct.double() / counts.clamp(min=1), float("nan")).float()
+        class_loss = torch.where(counts > 0, self.class_loss_sum / counts.clamp(min=1), float("nan")).float()
+        for index, name in enumerate(self.classes):
+            values |= {f"accuracy/{name}": accuracy[index], f"loss/{name}": class_loss[index],
+                       f"targets/{name}": self.class_total[index]}
+        return values
 
 
 class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
@@ -178,6 +225,9 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
         mask_token_id: id of ``[MASK]``; ``infer`` fills these positions.
         lr, warmup, weight_decay, betas, schedule, final_lr: see
             :class:`~undertale.models.optimization.OptimizerSettings` (their defaults are its defaults).
+
+    Validation logs ``val/loss``, ``val/accuracy`` and ``val/perplexity``, and ``val/accuracy/<class>``
+    per target class once :meth:`set_token_classes` has given the module its tokenizer's class table.
 
     Raises:
         ValueError: for an optimizer setting out of range or a ``mask_token_id`` outside the vocabulary.
@@ -219,7 +269,35 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
             eps=eps,
         )
         self.head = MaskedLMHead(hidden_dimensions, vocab_size, eps)
-        self.val_metrics = MaskedLMMetrics()
+        self.val_metrics = MaskedLMMetrics(METRIC_NAMES)
+        self.register_buffer("token_classes", None, persistent=False)
+
+    def set_token_classes(self, table: Tensor) -> None:
+        """Give the module the per-id class table of its tokenizer, so validation reports each target class.
+
+        Arguments:
+            table: (vocab_size,) from :func:`undertale.evaluation.token_classes.token_class_table`;
+                not saved in checkpoints.
+
+        Raises:
+            ValueError: when the table's length is not the model's vocabulary size.
+        """
+        if table.dim() != 1 or table.shape[0] != self.hparams.vocab_size:
+            raise ValueError(
+                f"the class table has shape {tuple(table.shape)}, the model's vocabulary {self.hparams.vocab_size} ids; "
+                "build it from the tokenizer the model was trained with"
+            )
+        self.token_classes = table.long().to(self.device)
+
+    def classify_targets(self, batch: Mapping[str, Tensor]) -> Optional[Tensor]:
+        """The class of each target of a batch, in the order of :meth:`masked_logits` (indices into
+        :data:`~undertale.evaluation.token_classes.CLASSES`); None before :meth:`set_token_classes`."""
+        if self.token_classes is None:
+            return None
+        labels = batch["labels"]
+        targets = labels != IGNORE_INDEX
+        original = torch.where(targets, labels, batch["tokens"])
+        return target_classes(original, batch.get("mask"), targets, self.token_classes)
 
     def forward(self, state: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Logits, (batch, length, vocab_size)."""
@@ -245,11 +323,16 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         logits, labels = self.masked_logits(batch)
-        self.val_metrics.update(logits, labels)
+        self.val_metrics.update(logits, labels, self.classify_targets(batch))
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.log_dict({f"val/{name}": value for name, value in values.items()}, prog_bar=True, sync_dist=False)
+        values = self.val_metrics.compute()  # summed across ranks
+        overall = {f"val/{name}": values[name] for name in ("loss", "accuracy", "perplexity")}
+        self.log_dict(overall, prog_bar=True, sync_dist=False)
+        names = self.val_metrics.classes
+        counts = torch.stack([values[f"targets/{name}"] for name in names]).tolist() if names else []
+        self.log_dict({f"val/accuracy/{name}": values[f"accuracy/{name}"] for name, count in zip(names, counts) if count},
+                      sync_dist=False)
         self.val_metrics.reset()
 
     @torch.no_grad()

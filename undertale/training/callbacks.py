@@ -255,3 +255,72 @@ def slurm_requeue() -> Optional[str]:
     if result.returncode != 0:
         return f"could not requeue SLURM job {job}: {result.stderr.strip() or result.returncode}"
     return f"requeued SLURM job {job}"
+
+
+class Probes(lightning.Callback):
+    """Fill a list of probe texts at each validation; log them to W&B as a table and print them at the end.
+
+    Each ``[MASK]`` gets the most likely token that is not a special token
+    (as ``infer.py`` fills it), and the ``top`` candidates with probabilities.
+
+    Arguments:
+        probes: ``{name: text}`` (each text with at least one ``[MASK]``).
+        tokenizer: the run's ``tokenizer.json`` (supplied by the training entry).
+        top: candidates listed per ``[MASK]``.
+    """
+
+    COLUMNS = ["step", "probe", "text", "prediction", "top"]
+
+    def __init__(self, probes: dict[str, str], tokenizer: Optional[str] = None, top: int = 3):
+        from ..data.tokenizer import MASK
+
+        empty = [name for name, text in probes.items() if MASK not in text]
+        if empty:
+            raise ValueError(f"probes {empty} have no {MASK} to fill")
+        self.probes = dict(probes)
+        self.tokenizer_path = tokenizer
+        self.top = top
+        self.rows: list[list[Any]] = []
+        self._tokenizer = None
+
+    def fill(self, pl_module: lightning.LightningModule) -> list[list[Any]]:
+        """One row per probe: step, name, text, filled text, and the candidates of each ``[MASK]``."""
+        from ..data.tokenizer import load_tokenizer
+        from ..inference import encode, fill
+
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+            self._tokenizer.no_padding()
+            self._tokenizer.no_truncation()
+        was_training = pl_module.training
+        pl_module.eval()
+        rows = []
+        try:
+            for name, text in self.probes.items():
+                masked = encode(self._tokenizer, text, pl_module.hparams.sequence_length)
+                filled, found = fill(pl_module, self._tokenizer, masked, self.top)
+                top = " | ".join(", ".join(f"{token} {probability:.3f}" for token, probability in options)
+                                 for options in found)
+                rows.append([pl_module.global_step, name, text, filled, top])
+        finally:
+            pl_module.train(was_training)
+        return rows
+
+    def on_validation_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self.tokenizer_path is None:
+            return
+        self.rows += self.fill(pl_module)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                logger.experiment.log({"probes": wandb.Table(columns=self.COLUMNS, data=self.rows)},
+                                      step=trainer.global_step)
+
+    def on_train_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        last = max(row[0] for row in self.rows)
+        width = max(len(row[1]) for row in self.rows)
+        lines = [f"probes at step {last}:"] + [f"  {row[1]:<{width}}  {row[3]}" for row in self.rows if row[0] == last]
+        print("\n".join(lines))

@@ -42,15 +42,16 @@ class RunCheckpoint(ModelCheckpoint):
     (a diverged model is not saved; the previous checkpoint stays).
 
     Arguments:
+        dirpath: the folder of the checkpoints (the training entry gives the run's ``checkpoints/``).
         every_n_train_steps: steps between writes of ``last.ckpt`` (0: only at the end and on preemption).
         **kwargs: :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments for the best
             checkpoints (``monitor``, ``mode``, ``save_top_k``, ``filename``, ...).
     """
 
-    def __init__(self, every_n_train_steps: int = 0, **kwargs: Any):
+    def __init__(self, dirpath: Optional[str] = None, every_n_train_steps: int = 0, **kwargs: Any):
         kwargs.pop("save_last", None)
         kwargs.setdefault("enable_version_counter", False)
-        super().__init__(save_last=False, **kwargs)
+        super().__init__(dirpath=dirpath, save_last=False, **kwargs)
         if every_n_train_steps < 0:
             raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
         self.last_every_n_train_steps = every_n_train_steps

@@ -32,7 +32,7 @@ def build_loggers(config: Optional[DictConfig], save_dir: Path, wandb_arguments:
     """
     loggers = []
     for options in (config or {}).values():
-        if options is None:
+        if options is None or "_target_" not in options:  # e.g. an experiment's logger.wandb.tags under logger=csv
             continue
         extra: dict[str, Any] = {"save_dir": str(save_dir)}
         if issubclass(get_class(options._target_), WandbLogger):

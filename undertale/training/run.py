@@ -9,6 +9,7 @@ added here), ``optimizer`` (:class:`~undertale.models.optimization.OptimizerSett
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from typing import Any, Optional
 import lightning
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,7 +33,9 @@ from ..data.pipeline import PreparedData
 from ..data.statistics import most_frequent_token_accuracy
 from ..data.tokenizer import load_tokenizer, special_ids
 from ..environment import environment, resolve_compile, resolve_precision
+from ..evaluation.token_classes import token_class_table
 from ..models.flops import training_flops_per_token
+from ..models.masking import build_collator
 from ..runs import RunDirectory
 from .callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
 from .checkpointing import AtomicCheckpointIO
@@ -48,12 +51,19 @@ warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that en
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+NOISE = (
+    "litlogger",  # an advertisement for Lightning's cloud logger
+    "already configured with model summary",  # ours replaces Lightning's
+    "was configured so 100% of the batches will be used",  # limit_val_batches=1.0, the default
+)
+
+
 class _DropNoise(logging.Filter):
-    """Lightning's advertisement for its cloud logger, and its note that our summary replaces its own."""
+    """Lightning's lines that tell a user nothing: see ``NOISE``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "litlogger" not in message and "already configured with model summary" not in message
+        return not any(noise in message for noise in NOISE)
 
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -100,13 +110,16 @@ def _write_run_files(run: RunDirectory, cfg: DictConfig, prepared: PreparedData,
     run.environment.write_text(json.dumps(env, indent=2))
 
 
-def _callbacks(cfg: DictConfig, run: RunDirectory, flops_per_token: float) -> list[lightning.Callback]:
+def _callbacks(cfg: DictConfig, run: RunDirectory, tokenizer: Path, flops_per_token: float) -> list[lightning.Callback]:
+    """The ``callbacks`` group, each offered what only the run knows (by parameter name), plus the entry's own."""
+    offered = {"dirpath": str(run.checkpoints), "tokenizer": str(tokenizer)}
     callbacks: list[lightning.Callback] = []
-    for name, options in (cfg.get("callbacks") or {}).items():
+    for options in (cfg.get("callbacks") or {}).values():
         if options is None:
             continue
-        extra = {"dirpath": str(run.checkpoints)} if name == "checkpoint" else {}
-        callbacks.append(instantiate(options, **extra))
+        parameters = inspect.signature(get_class(options._target_)).parameters
+        extra = {key: value for key, value in offered.items() if key in parameters and options.get(key) is None}
+        callbacks.append(instantiate(options, **extra, _convert_="all"))
     return callbacks + [DataEpoch(), ThroughputMonitor(flops_per_token), ModelSummary()]
 
 
@@ -153,14 +166,19 @@ def train(cfg: DictConfig) -> dict:
     prepared = data.prepare(cfg.model.sequence_length, progress=rank_zero)
     if rank_zero:
         print(f"data: {prepared.tokenized}{' (packed)' if data.packing else ''}")
-    ids = special_ids(load_tokenizer(prepared.tokenizer, cfg.model.sequence_length))
+    tokenizer = load_tokenizer(prepared.tokenizer, cfg.model.sequence_length)
+    ids = special_ids(tokenizer)
     optimizer = instantiate(cfg.optimizer, _convert_="all")
     model = instantiate(cfg.model)(vocab_size=ids["vocab_size"], next_token_id=ids["next_token_id"],
                                    mask_token_id=ids["mask_token_id"], **optimizer.as_dict())
+    model.set_token_classes(token_class_table(tokenizer))  # val/accuracy/<class>
     accelerator = str(cfg.trainer.accelerator)
     if resolve_compile(cfg.compile, accelerator):
         model.encoder.compile()
-    collator = instantiate(cfg.masking)(mask_token_id=ids["mask_token_id"], vocab_size=ids["vocab_size"])
+    try:
+        collator = build_collator(cfg.masking, tokenizer)  # token ids, masking.exclude mapped to ids
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     datamodule = data.datamodule(prepared, collator)
 
     env = environment()
@@ -170,7 +188,7 @@ def train(cfg: DictConfig) -> dict:
         "job_type": cfg.task_name,
         "config": OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": ids["vocab_size"]},
     })
-    callbacks = _callbacks(cfg, run, training_flops_per_token(**model.hparams))
+    callbacks = _callbacks(cfg, run, prepared.tokenizer, training_flops_per_token(**model.hparams))
     trainer: lightning.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run.path),
         precision=resolve_precision(cfg.trainer.precision, accelerator), plugins=[AtomicCheckpointIO()],
@@ -188,6 +206,14 @@ def train(cfg: DictConfig) -> dict:
         preemption = next((c for c in callbacks if isinstance(c, Preemption)), None)
         status = "diverged" if guard and guard.diverged else "preempted" if preemption and preemption.signum else "finished"
         metrics = _summarise(trainer, run, prepared, ids["vocab_size"], loggers, started, status) if trainer.is_global_zero else {}
+    except BaseException as error:
+        if trainer.is_global_zero:  # a crashed run still says what happened, in valid JSON
+            run.metrics.write_text(json.dumps({
+                "status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                "global_step": trainer.global_step, "world_size": trainer.world_size,
+                "seconds": round(time.perf_counter() - started, 1), "run_dir": str(run.path),
+            }, indent=2))
+        raise
     finally:
         finish_wandb(loggers, status)
     if status == "diverged":

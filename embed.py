@@ -1,0 +1,25 @@
+"""Embed every function of some binaries (or of a corpus) with a trained encoder.
+
+    python embed.py run=outputs/train/runs/<time> paths=[/usr/bin/ls] output=ls.parquet
+    python embed.py run=<run dir> corpus=<corpus or pairs dir> output=vectors.parquet pooling=first
+
+Writes one row per function: source, name, address, size, instructions and
+``vector`` (float32, the model's width). Functions longer than the model's
+sequence length are embedded by windows and averaged (see undertale.embedding).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from undertale.embedding_command import embed_command
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="embed")
+def main(cfg: DictConfig) -> None:
+    sys.exit(embed_command(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Evaluate a trained model.
+
+    python evaluate.py run=outputs/train/runs/<time>                       # the run's validation split
+    python evaluate.py run=<dir> batches=50 split=train                    # the first 50 batches of its train split
+    python evaluate.py run=<dir> data=binaries data.paths=[/usr/bin/true]  # held-out binaries, the run's tokenizer
+    python evaluate.py run=<dir> task=similarity                           # the similarity benchmark, when installed
+
+Prints a table (loss, accuracy, perplexity overall and per target class, beside frequency baselines),
+writes <run dir>/evaluation.json and logs a W&B run (job type evaluate). See docs/evaluation.md.
+Exit codes: 0 done, 2 a mistake in the command or a run that cannot be evaluated (one line on stderr).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from undertale.config import register_configs
+from undertale.evaluation.entry import before_hydra, run_task
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_task(cfg)
+
+
+if __name__ == "__main__":
+    before_hydra(sys.argv)
+    main()

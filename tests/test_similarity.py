@@ -1,0 +1,134 @@
+"""Function embeddings (embed.py) and function search across optimisation levels (the similarity benchmark)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from omegaconf import OmegaConf
+
+from undertale.data.pairs import build_pairs
+from undertale.evaluation import similarity
+from undertale.evaluation.similarity import Setting, TfIdf, benchmark, ranks, search_scores
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+PROGRAM = """
+int add_scaled(int a, int b, int k) { return a + b * k; }
+int sum_array(const int *values, int count) { int total = 0; for (int i = 0; i < count; i++) total += values[i]; return total; }
+int clamp(int x, int low, int high) { if (x < low) return low; if (x > high) return high; return x; }
+unsigned hash_string(const char *s) { unsigned h = 5381; while (*s) h = h * 33 + (unsigned char)*s++; return h; }
+int count_bits(unsigned x) { int n = 0; while (x) { n += x & 1; x >>= 1; } return n; }
+long fibonacci(int n) { long a = 0, b = 1; for (int i = 0; i < n; i++) { long t = a + b; a = b; b = t; } return a; }
+int max_of(const int *v, int n) { int m = v[0]; for (int i = 1; i < n; i++) if (v[i] > m) m = v[i]; return m; }
+void reverse(int *v, int n) { for (int i = 0, j = n - 1; i < j; i++, j--) { int t = v[i]; v[i] = v[j]; v[j] = t; } }
+"""
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sources")
+    (root / "toolkit").mkdir()
+    (root / "toolkit" / "toolkit.c").write_text(PROGRAM)
+    output = root / "pairs"
+    build_pairs(output, [root / "toolkit"], levels=("O0", "O2"), compilers=("gcc",), progress=False)
+    return output
+
+
+def test_ranks_identical_pairs_score_one_and_shuffled_pairs_score_chance():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3200, 16))
+    pools = similarity.pools(len(vectors), 32, seed=0)
+    assert len(pools) == 100 and all(len(pool) == 32 for pool in pools)
+    identical = search_scores(vectors, vectors, pools)
+    assert identical["mrr"] == 1.0 and identical["recall@1"] == 1.0
+    shuffled = search_scores(vectors, vectors[rng.permutation(len(vectors))], pools)
+    chance = sum(1 / rank for rank in range(1, 33)) / 32  # a partner at a uniformly random rank of 32
+    assert abs(shuffled["mrr"] - chance) < 0.03 and shuffled["recall@1"] < 0.07
+    assert ranks(np.eye(3), np.eye(3)).tolist() == [1, 1, 1]
+    assert ranks(np.eye(3), np.ones((3, 3))).tolist() == [3, 3, 3], "ties count against the query"
+
+
+def test_identical_binaries_give_mrr_one_and_o0_o2_is_harder(pairs, trained_run):
+    from undertale.data.pairs import read_pairs
+    from undertale.embedding import FunctionEncoder
+
+    rows = read_pairs(pairs, "train").to_pylist()
+    same = [row | {"compiler": "copy"} for row in rows if row["level"] == "O2"]
+    model = FunctionEncoder.from_run(trained_run)
+    systems = {"model": model.embed, "tf-idf": TfIdf([row["disassembly"] for row in rows]).vectors}
+    comparisons = [(Setting("gcc", "O2"), Setting("copy", "O2")), (Setting("gcc", "O0"), Setting("gcc", "O2"))]
+    results = benchmark(rows + same, systems, pool_sizes=[4], comparisons=comparisons, min_instructions=3)
+    identical, across = results["comparisons"]["gcc-copy (-O2)"], results["comparisons"]["O0-O2 (gcc)"]
+    assert identical["pairs"] >= 6 and across["pairs"] >= 6
+    for system in systems:
+        assert identical["systems"][system]["4"]["mrr"] == 1.0, system
+        assert 0 < across["systems"][system]["4"]["mrr"] <= 1.0
+    assert "gcc-copy (-O2)" in similarity.table(results)
+
+
+def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path):
+    source, program = tmp_path / "toolkit.c", tmp_path / "toolkit.o"
+    source.write_text(PROGRAM)
+    subprocess.run(["gcc", "-O1", "-c", str(source), "-o", str(program)], check=True)
+    output = tmp_path / "vectors.parquet"
+    result = subprocess.run([sys.executable, "embed.py", f"run={trained_run}", f"paths=[{program}]", f"output={output}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pq.read_table(output).to_pydict()
+    assert {"add_scaled", "sum_array", "clamp", "hash_string", "fibonacci"} <= set(table["name"])
+    vectors = np.array(table["vector"], dtype=np.float32)
+    assert vectors.shape == (len(table["name"]), 128) and np.isfinite(vectors).all()
+    assert "embed:" in result.stdout and str(output) in result.stdout
+
+
+def test_long_functions_are_embedded_by_windows(trained_run):
+    from undertale.embedding import FunctionEncoder
+
+    encoder = FunctionEncoder.from_run(trained_run)
+    long_text = " [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 40)
+    assert len(encoder.windows(long_text)) > 1
+    [vector] = encoder.embed([long_text])
+    assert vector.shape == (128,) and np.isfinite(vector).all()
+    first = FunctionEncoder.from_run(trained_run, pooling="first").embed(["push rbp [NEXT] ret"])
+    assert not np.allclose(first, encoder.embed(["push rbp [NEXT] ret"]))
+
+
+def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
+    cfg = OmegaConf.create({"run": str(trained_run), "pairs": str(pairs), "split": "train", "pools": [4],
+                            "min_instructions": 3, "seed": 0, "logger": "none"})
+    assert similarity.main(cfg) == 0
+    printed = capsys.readouterr().out
+    assert "O0-O2 (gcc)" in printed and "tf-idf" in printed and "untrained" in printed
+    saved = json.loads((trained_run / "similarity.json").read_text())
+    systems = saved["comparisons"]["O0-O2 (gcc)"]["systems"]
+    assert set(systems) == {"model", "untrained", "tf-idf"}
+    assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["run=/no/such/run", "output=x.parquet", "paths=[/usr/bin/true]"], "run directory /no/such/run does not exist"),
+    (["output=x.parquet", "paths=[/usr/bin/true]"], "run=<run directory> is required"),
+])
+def test_embed_bad_input_is_one_line(arguments, message):
+    result = subprocess.run([sys.executable, "embed.py", *arguments], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_similarity_bad_input_is_one_line(trained_run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    cases = [({"run": "/no/such/run", "pairs": str(tmp_path / "empty")}, "error:"),
+             ({"run": str(trained_run), "pairs": str(tmp_path / "empty")}, "error:"),
+             ({"run": str(trained_run)}, "pairs=<pairs directory> is required")]
+    for values, message in cases:
+        assert similarity.main(OmegaConf.create(values | {"logger": "none"})) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,126 @@
+"""Function embeddings: one fixed-size vector per function from a trained encoder.
+
+    encoder = FunctionEncoder.from_run("outputs/train/runs/<time>")
+    vectors = encoder.embed(["push rbp [NEXT] mov rbp rsp [NEXT] ret", ...])   # (n, hidden) float32
+
+Pooling is ``mean`` (the average of the final hidden states over the
+function's tokens; default) or ``first`` (the state of its first token). A
+function longer than the model's sequence length is cut into consecutive
+windows of that length; each window is embedded on its own and the window
+vectors are averaged, weighted by their token counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from .data.tokenizer import PAD, load_tokenizer
+from .runs import RunDirectory
+
+POOLINGS = ("mean", "first")
+
+
+class FunctionEncoder:
+    """Embed instruction-trace texts with a trained (or untrained) encoder.
+
+    Arguments:
+        encoder: an :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
+        tokenizer: the tokenizer it was trained with.
+        pooling: ``mean`` or ``first``.
+        batch_size: windows per forward pass.
+        device: where to run (default: a GPU when present).
+
+    Raises:
+        ValueError: for an unknown pooling.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, tokenizer: Tokenizer, pooling: str = "mean", batch_size: int = 64,
+                 device: Optional[torch.device] = None):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder = encoder.to(self.device).eval()
+        self.length = encoder.sequence_length
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: no padding or truncation of its own
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.pad_id = tokenizer.token_to_id(PAD)
+        self.pooling = pooling
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_run(cls, run: str | Path, pooling: str = "mean", batch_size: int = 64,
+                 device: Optional[torch.device] = None, untrained: bool = False, seed: int = 0) -> "FunctionEncoder":
+        """The encoder of a run directory's last intact checkpoint, with the run's tokenizer.
+
+        Arguments:
+            untrained: the same architecture with freshly initialised weights (seeded), as a baseline.
+
+        Raises:
+            FileNotFoundError: naming what the run lacks.
+        """
+        from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+
+        directory = RunDirectory(run)
+        if not directory.path.is_dir():
+            raise FileNotFoundError(f"run directory {directory.path} does not exist")
+        checkpoint, _ = directory.intact_checkpoint()
+        if checkpoint is None:
+            raise FileNotFoundError(f"run directory {directory.path} has no intact checkpoint")
+        if not directory.tokenizer.is_file():
+            raise FileNotFoundError(f"run directory {directory.path} has no tokenizer.json")
+        model = InstructionTraceTransformerEncoderForMaskedLM.load_from_checkpoint(checkpoint, map_location="cpu")
+        if untrained:
+            torch.manual_seed(seed)
+            model = InstructionTraceTransformerEncoderForMaskedLM(**model.hparams)
+        tokenizer = load_tokenizer(directory.tokenizer, model.hparams.sequence_length)
+        return cls(model.encoder, tokenizer, pooling, batch_size, device)
+
+    def windows(self, text: str) -> list[list[int]]:
+        """The text's token ids, cut into windows of the model's sequence length."""
+        ids = self.tokenizer.encode(text).ids or [self.pad_id]
+        return [ids[start:start + self.length] for start in range(0, len(ids), self.length)]
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """One float32 vector per text, (len(texts), hidden)."""
+        windows, owners = [], []
+        for index, text in enumerate(texts):
+            for window in self.windows(text):
+                windows.append(window)
+                owners.append(index)
+        width = self.encoder.norm.normalized_shape[0]
+        sums = np.zeros((len(texts), width), dtype=np.float64)
+        weights = np.zeros(len(texts), dtype=np.float64)
+        order = np.argsort([len(window) for window in windows], kind="stable")  # similar lengths together
+        bar = tqdm(total=len(windows), unit="window", desc="embed", disable=not progress, dynamic_ncols=True)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start:start + self.batch_size]
+            longest = max(len(windows[i]) for i in chosen)
+            tokens = torch.full((len(chosen), longest), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chosen), longest), dtype=torch.long)
+            for row, i in enumerate(chosen):
+                tokens[row, :len(windows[i])] = torch.tensor(windows[i])
+                mask[row, :len(windows[i])] = 1
+            vectors = self._pool(self.encoder(tokens.to(self.device), mask.to(self.device)), mask.to(self.device))
+            for row, i in enumerate(chosen):
+                weight = len(windows[i])
+                sums[owners[i]] += weight * vectors[row]
+                weights[owners[i]] += weight
+            bar.update(len(chosen))
+        bar.close()
+        return (sums / np.maximum(weights, 1)[:, None]).astype(np.float32)
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        if self.pooling == "first":
+            pooled = hidden[:, 0]
+        else:
+            real = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+        return pooled.float().cpu().numpy()

@@ -1,0 +1,281 @@
+"""Masked-LM evaluation of a trained run: ``python evaluate.py run=<run dir>``.
+
+Loads the run's ``config.yaml``, its last intact checkpoint and its own ``tokenizer.json``; prepares the
+data to evaluate with that tokenizer (:mod:`.data`); masks every batch as the run did (its masking
+settings, one seed per batch, no shuffling, so two evaluations give the same numbers); and reports loss,
+accuracy and perplexity overall and per target class beside two frequency baselines (:mod:`.baselines`):
+a table on stdout, ``evaluation.json`` in the run directory and a W&B run (job type ``evaluate``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..runs import RunDirectory
+from .data import DataChoice, cached_tokenized, choose_data, run_data, split_files
+from .errors import EvaluationError
+
+if TYPE_CHECKING:  # torch loads once the command has passed its checks
+    import numpy as np
+    import torch
+
+    from ..models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+
+TRAINING_SPLIT = "the run's training split"
+
+
+def checked_run(path: Optional[str]) -> RunDirectory:
+    """The run directory named by ``run=``, with its config and tokenizer.
+
+    Raises:
+        EvaluationError: when ``run=`` is missing or names no run directory of ``train.py``.
+    """
+    if not path:
+        raise EvaluationError("run=<run directory> is required: the directory train.py printed as 'run directory:'")
+    run = RunDirectory(path)
+    if not run.path.is_dir():
+        raise EvaluationError(f"run directory {run} does not exist; pass the directory train.py printed as 'run directory:'")
+    if not run.config.is_file():
+        raise EvaluationError(f"{run} has no {run.config.name}; it is not a run directory written by train.py")
+    if not run.tokenizer.is_file():
+        raise EvaluationError(f"{run} has no {run.tokenizer.name}; evaluate.py needs the tokenizer the run was trained with")
+    return run
+
+
+def run_config(run: RunDirectory) -> DictConfig:
+    """The run's ``config.yaml``.
+
+    Raises:
+        EvaluationError: when it lacks the model, masking or data settings.
+    """
+    try:
+        config = OmegaConf.load(run.config)
+    except Exception as error:  # OmegaConf and yaml raise several kinds for a broken file
+        raise EvaluationError(f"cannot read {run.config}: {str(error).splitlines()[0]}") from None
+    missing = [key for key in ("model", "masking", "data") if not isinstance(config.get(key), DictConfig)]
+    if missing or "sequence_length" not in config.model:
+        raise EvaluationError(f"{run.config} lacks {', '.join(missing) or 'model.sequence_length'}; it is not a "
+                              "training config")
+    return config
+
+
+def intact_checkpoint(run: RunDirectory) -> Path:
+    """``last.ckpt`` if whole, else the newest whole checkpoint (a corrupt one is named in a warning).
+
+    Raises:
+        EvaluationError: when the run has no whole checkpoint.
+    """
+    checkpoint, skipped = run.intact_checkpoint()
+    for note in skipped:
+        print(f"warning: {note}; skipped", file=sys.stderr)
+    if checkpoint is None:
+        raise EvaluationError(f"{run} has no intact checkpoint in {run.checkpoints} (no checkpoint saved yet?); "
+                              "train longer or resume the run first")
+    return checkpoint
+
+
+def checked_batches(value: Any) -> Optional[int]:
+    """``batches=`` as a limit (None: every batch).
+
+    Raises:
+        EvaluationError: for anything but a positive integer or null.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EvaluationError(f"batches must be a positive integer or null (every batch), got {value!r}")
+    return value
+
+
+def load_model(checkpoint: Path, vocab_size: int, device: "torch.device") -> tuple["InstructionTraceTransformerEncoderForMaskedLM", int]:
+    """The trained model in evaluation mode on ``device``, and the step it was saved at.
+
+    Raises:
+        EvaluationError: when the checkpoint is not one of an undertale model or does not fit the tokenizer.
+    """
+    import torch
+
+    from ..models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM as Model
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        model = Model(**saved["hyper_parameters"])
+        model.load_state_dict(saved["state_dict"])
+    except Exception as error:  # torch and the model raise many kinds for a checkpoint of something else
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EvaluationError(f"cannot load the model from {checkpoint}: {first[:200]}") from None
+    if model.hparams.vocab_size != vocab_size:
+        raise EvaluationError(f"{checkpoint} was trained with {model.hparams.vocab_size} token ids but the run's "
+                              f"tokenizer.json has {vocab_size}; the run directory mixes two runs")
+    return model.to(device).eval(), int(saved.get("global_step", 0))
+
+
+def autocast(precision: Optional[str], device: "torch.device") -> Any:
+    """The run's mixed precision on a GPU (``bf16-mixed``, ``16-mixed``); full precision elsewhere."""
+    import torch
+
+    from ..environment import resolve_precision
+
+    if device.type != "cuda":
+        return nullcontext()
+    precision = resolve_precision(precision, "gpu")
+    dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if precision.startswith("16") else None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+
+def evaluate_batches(model: "InstructionTraceTransformerEncoderForMaskedLM", collator: Any, files: Sequence[Path],
+                     choice: DataChoice, limit: Optional[int], precision: Optional[str]) -> tuple[dict, "np.ndarray", int]:
+    """Run the model over the batches of ``files``, masked as the run masks them.
+
+    Returns:
+        The metric values (:meth:`~undertale.models.maskedlm.MaskedLMMetrics.compute`), the targets counted by
+        class and token (classes x vocabulary), and the number of batches.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..data.dataset import TokenizedParquetDataset
+    from ..models.maskedlm import MaskedLMMetrics
+    from .token_classes import CLASSES, METRIC_NAMES
+
+    data, device = choice.data, model.device
+    try:
+        dataset = TokenizedParquetDataset(files, data.batch_size, shuffle=False, seed=choice.seed,
+                                          shuffle_buffer=data.shuffle_buffer, drop_last=False, even_ranks=False)
+    except ValueError as error:  # no rows: e.g. a held-out binary that all went to the train split
+        raise EvaluationError(f"{choice.describe()} holds no functions ({str(error).splitlines()[0]}); "
+                              "choose another split (split=all: every split)") from None
+    dataset.loader_workers = max(1, data.num_workers)
+    loader = DataLoader(dataset, batch_size=None, collate_fn=collator, num_workers=data.num_workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if data.num_workers else None)
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    vocab_size = model.hparams.vocab_size
+    metrics = MaskedLMMetrics(METRIC_NAMES).to(device)
+    targets = torch.zeros(len(CLASSES) * vocab_size, dtype=torch.long, device=device)
+    done = 0
+    with torch.no_grad(), autocast(precision, device):
+        for batch in tqdm(loader, total=total, desc="evaluate", unit="batch", dynamic_ncols=True, file=sys.stderr):
+            if done == total:
+                break
+            batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+            logits, labels = model.masked_logits(batch)
+            classes = model.classify_targets(batch)
+            metrics.update(logits, labels, classes)
+            targets += torch.bincount(classes * vocab_size + labels, minlength=len(targets))
+            done += 1
+    values = metrics.compute()
+    return values, targets.view(len(CLASSES), vocab_size).cpu().numpy(), done
+
+
+def baseline_files(choice: DataChoice, prepared: Path, evaluated: list[Path], config: DictConfig,
+                   run: RunDirectory) -> tuple[list[Path], str]:
+    """The shards whose token counts give the baselines, and where they come from in words."""
+    from ..data.encode import tokenized_files
+
+    if choice.own:
+        directory: Optional[Path] = prepared
+    else:
+        settings = run_data(config, run)
+        directory = cached_tokenized(settings, run.tokenizer, int(config.model.sequence_length)) if settings else None
+    if directory is not None:
+        try:
+            return tokenized_files(directory, "train"), TRAINING_SPLIT
+        except FileNotFoundError:
+            pass
+    return evaluated, "the evaluated data (the run's training split is not in the cache)"
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """Evaluate the run named by ``cfg.run``; print the table, write ``evaluation.json``, log a W&B run.
+
+    Arguments:
+        cfg: the composed ``conf/evaluate.yaml``.
+        overrides: the command-line overrides (to tell the run's own data from other data).
+
+    Returns:
+        The contents of ``evaluation.json``.
+
+    Raises:
+        EvaluationError: for a mistake in the command or a run that cannot be evaluated, before any work.
+    """
+    run = checked_run(cfg.get("run"))
+    config = run_config(run)
+    checkpoint = intact_checkpoint(run)
+    choice = choose_data(cfg, config, run, overrides)
+    limit = checked_batches(cfg.get("batches"))
+
+    import torch
+
+    from ..data.tokenizer import load_tokenizer, special_ids
+    from ..models.masking import build_collator
+    from .baselines import Baselines, class_token_counts
+    from .report import flat_metrics, summarise, table
+    from .token_classes import token_class_table
+
+    sequence_length = int(config.model.sequence_length)
+    try:
+        tokenizer = load_tokenizer(run.tokenizer, sequence_length)
+        collator = build_collator(config.masking, tokenizer)
+    except Exception as error:  # a broken tokenizer.json, or a masking.exclude token it lacks
+        raise EvaluationError(f"{run.tokenizer}: {str(error).splitlines()[0]}") from None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, step = load_model(checkpoint, special_ids(tokenizer)["vocab_size"], device)
+    table_of_classes = token_class_table(tokenizer)
+    model.set_token_classes(table_of_classes)
+    try:
+        prepared = choice.data.prepare(sequence_length)
+    except (ValueError, FileNotFoundError) as error:
+        raise EvaluationError(str(error).splitlines()[0]) from None
+    files = split_files(prepared.tokenized, choice.split)
+    counted, source = baseline_files(choice, prepared.tokenized, files, config, run)
+    baselines = Baselines.from_counts(class_token_counts(counted, table_of_classes, collator.exclude_ids.tolist()), source)
+
+    print(f"evaluate: {run} at step {step} ({checkpoint.name}) on {choice.describe()}")
+    values, targets, batches = evaluate_batches(model, collator, files, choice, limit,
+                                                OmegaConf.select(config, "trainer.precision"))
+    result = {
+        **summarise(values, targets, baselines, tokenizer.id_to_token),
+        "run": str(run.path), "checkpoint": str(checkpoint), "step": step, "split": choice.split,
+        "data": {"own": choice.own, "source": choice.data.source, "paths": list(choice.data.paths or []) or None,
+                 "directory": choice.data.directory, "prepared": str(prepared.tokenized),
+                 "description": choice.describe()},
+        "batches": batches, "batch_size": choice.data.batch_size, "seed": choice.seed,
+        "masking": OmegaConf.to_container(config.masking, resolve=True),
+        "baseline_counts": source,
+    }
+    print(table(result))
+    print(f"{batches:,} batches of {choice.data.batch_size}; baselines: token counts of {source}")
+    run.evaluation.write_text(json.dumps(result, indent=2, allow_nan=False))
+    print(f"written: {run.evaluation}")
+    log_run(cfg, run, result, flat_metrics(result))
+    return result
+
+
+def log_run(cfg: DictConfig, run: RunDirectory, result: dict, metrics: dict[str, float]) -> None:
+    """A run of the ``logger`` group (W&B: offline unless ``WANDB_MODE`` says otherwise) in the training run's
+    group, job type ``evaluate``, its summary holding ``metrics``; files under ``<run>/evaluation/``."""
+    from ..training.loggers import build_loggers, finish_wandb, wandb_logger
+
+    trained = run.wandb_run()
+    directory = run.path / "evaluation"
+    directory.mkdir(exist_ok=True)
+    loggers = build_loggers(cfg.get("logger"), directory, {
+        "name": f"evaluate {result['split']} step {result['step']}",
+        "group": trained.get("group") or trained.get("id"),
+        "id": None,
+        "job_type": "evaluate",
+        "config": {key: result[key] for key in ("run", "checkpoint", "step", "split", "data", "batches", "batch_size",
+                                                  "seed", "masking", "baseline_counts")} | {"trained": trained},
+    })
+    for logger in loggers:
+        logger.log_metrics(metrics, step=result["step"])
+        if logger is not wandb_logger(loggers):
+            logger.finalize("success")
+    finish_wandb(loggers, "finished")

@@ -1,0 +1,285 @@
+"""Function search across optimisation levels (binary code similarity), the jTrans protocol.
+
+For a pair of compilation settings (``O0`` vs ``O3``, or gcc vs clang at one
+level), every source function present at both is a pair: a *query* at one
+setting and its *partner* at the other. Pairs are shuffled with a fixed seed
+and cut into pools of ``P``; within a pool each query ranks the ``P``
+candidates by cosine similarity, and the rank of its partner gives MRR (mean of
+1/rank) and Recall@1 (share ranked first). Functions shorter than
+``min_instructions`` at either setting are left out (tiny stubs are identical
+everywhere and make the task look easier than it is).
+
+Three systems are compared on the same pools: the run's encoder, the same
+architecture untrained, and TF-IDF over instruction n-grams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_POOLS = (32, 1000)
+DEFAULT_MIN_INSTRUCTIONS = 5
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One side of a comparison: a compiler at an optimisation level."""
+
+    compiler: str
+    level: str
+
+    def __str__(self) -> str:
+        return f"{self.compiler} -{self.level}"
+
+
+@dataclass
+class PairSet:
+    """Functions present at both settings: ``queries[i]`` and ``partners[i]`` are one source function."""
+
+    left: Setting
+    right: Setting
+    groups: list[str]
+    queries: list[str]
+    partners: list[str]
+
+    @property
+    def name(self) -> str:
+        if self.left.compiler == self.right.compiler:
+            return f"{self.left.level}-{self.right.level} ({self.left.compiler})"
+        return f"{self.left.compiler}-{self.right.compiler} (-{self.left.level})"
+
+
+def pair_sets(rows: Sequence[dict], comparisons: Sequence[tuple[Setting, Setting]],
+              min_instructions: int = DEFAULT_MIN_INSTRUCTIONS) -> list[PairSet]:
+    """The pairs of each comparison, from rows with ``group``, ``compiler``, ``level``, ``instructions``, ``disassembly``."""
+    by_setting: dict[Setting, dict[str, dict]] = {}
+    for row in rows:
+        by_setting.setdefault(Setting(row["compiler"], row["level"]), {})[row["group"]] = row
+    sets = []
+    for left, right in comparisons:
+        a, b = by_setting.get(left, {}), by_setting.get(right, {})
+        groups = sorted(group for group in a.keys() & b.keys()
+                        if min(a[group]["instructions"], b[group]["instructions"]) >= min_instructions)
+        sets.append(PairSet(left, right, groups, [a[g]["disassembly"] for g in groups],
+                            [b[g]["disassembly"] for g in groups]))
+    return sets
+
+
+def default_comparisons(rows: Sequence[dict]) -> list[tuple[Setting, Setting]]:
+    """O0, O1, O2 against O3 for each compiler; and across compilers at each level when two are present."""
+    settings = {Setting(row["compiler"], row["level"]) for row in rows}
+    compilers = sorted({setting.compiler for setting in settings})
+    levels = sorted({setting.level for setting in settings})
+    comparisons = []
+    for compiler in compilers:
+        own = sorted(setting.level for setting in settings if setting.compiler == compiler)
+        top = "O3" if "O3" in own else own[-1]
+        for level in levels:
+            if level != top and Setting(compiler, level) in settings:
+                comparisons.append((Setting(compiler, level), Setting(compiler, top)))
+    if len(compilers) > 1:
+        first, second = compilers[:2]
+        for level in levels:
+            if Setting(first, level) in settings and Setting(second, level) in settings:
+                comparisons.append((Setting(first, level), Setting(second, level)))
+    return comparisons
+
+
+def pools(count: int, size: int, seed: int) -> list[np.ndarray]:
+    """Random pools of ``size`` pair indices (fixed seed); fewer pairs than ``size`` make one smaller pool."""
+    order = np.random.default_rng(seed).permutation(count)
+    if count <= size:
+        return [order] if count > 1 else []
+    return [order[start:start + size] for start in range(0, count - size + 1, size)]
+
+
+def _unit_rows(matrix):
+    """Rows scaled to unit length (dense numpy or scipy sparse)."""
+    if hasattr(matrix, "multiply"):  # scipy sparse
+        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+        return matrix.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def ranks(queries, candidates) -> np.ndarray:
+    """Rank (1 = best) of each query's own partner (same row) among the candidates, by cosine similarity.
+
+    Rows may be dense arrays or scipy sparse matrices. Ties count against the query
+    (a partner tied with another candidate is ranked below it).
+    """
+    similarity = _unit_rows(queries) @ _unit_rows(candidates).T
+    similarity = similarity.toarray() if hasattr(similarity, "toarray") else np.asarray(similarity)
+    own = np.diag(similarity)[:, None]
+    return (similarity >= own - 1e-9).sum(axis=1)  # the partner itself counts once: rank >= 1
+
+
+def search_scores(queries, candidates, pool_list: list[np.ndarray]) -> dict:
+    """MRR and Recall@1 over the pools."""
+    all_ranks = np.concatenate([ranks(queries[pool], candidates[pool]) for pool in pool_list]) if pool_list else np.array([])
+    if not len(all_ranks):
+        return {"mrr": None, "recall@1": None, "queries": 0, "pools": 0}
+    return {"mrr": float(np.mean(1.0 / all_ranks)), "recall@1": float(np.mean(all_ranks == 1)),
+            "queries": int(len(all_ranks)), "pools": len(pool_list),
+            "pool_size": int(max(len(pool) for pool in pool_list))}
+
+
+def instruction_ngrams(text: str, n: int = 2) -> list[str]:
+    """Instructions (the text between ``[NEXT]``) and runs of ``n`` consecutive instructions."""
+    instructions = [part.strip() for part in text.split("[NEXT]")]
+    grams = list(instructions)
+    for width in range(2, n + 1):
+        grams += [" ; ".join(instructions[i:i + width]) for i in range(len(instructions) - width + 1)]
+    return grams
+
+
+class TfIdf:
+    """TF-IDF over instruction n-grams, with document frequencies from the texts it is fitted on."""
+
+    def __init__(self, texts: Sequence[str], n: int = 2):
+        self.n = n
+        frequency: Counter = Counter()
+        for text in texts:
+            frequency.update(set(instruction_ngrams(text, n)))
+        self.vocabulary = {gram: index for index, gram in enumerate(frequency)}
+        self.idf = np.array([math.log((1 + len(texts)) / (1 + frequency[gram])) + 1 for gram in frequency])
+
+    def vectors(self, texts: Sequence[str]):
+        """TF-IDF rows as a scipy sparse matrix (texts x vocabulary)."""
+        from scipy.sparse import csr_matrix
+
+        rows, columns, values = [], [], []
+        for row, text in enumerate(texts):
+            for gram, times in Counter(instruction_ngrams(text, self.n)).items():
+                index = self.vocabulary.get(gram)
+                if index is not None:
+                    rows.append(row)
+                    columns.append(index)
+                    values.append(times * self.idf[index])
+        return csr_matrix((values, (rows, columns)), shape=(len(texts), len(self.vocabulary)), dtype=np.float64)
+
+
+def evaluate_system(embed: Callable[[Sequence[str]], Any], pair_set: PairSet, pool_sizes: Sequence[int],
+                    seed: int) -> dict:
+    """Scores of one system on one comparison, for each pool size."""
+    if not pair_set.groups:
+        return {str(size): search_scores(np.zeros((0, 1)), np.zeros((0, 1)), []) for size in pool_sizes}
+    queries, candidates = embed(pair_set.queries), embed(pair_set.partners)
+    return {str(size): search_scores(queries, candidates, pools(len(pair_set.groups), size, seed))
+            for size in pool_sizes}
+
+
+def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]], np.ndarray]],
+              pool_sizes: Sequence[int] = DEFAULT_POOLS, seed: int = 0,
+              min_instructions: int = DEFAULT_MIN_INSTRUCTIONS,
+              comparisons: Optional[Sequence[tuple[Setting, Setting]]] = None) -> dict:
+    """MRR and Recall@1 of every system on every comparison and pool size.
+
+    Returns:
+        ``{"comparisons": {name: {"pairs": n, "systems": {system: {pool: scores}}}}, ...}``.
+    """
+    results = {}
+    for pair_set in pair_sets(rows, comparisons or default_comparisons(rows), min_instructions):
+        results[pair_set.name] = {
+            "pairs": len(pair_set.groups),
+            "systems": {name: evaluate_system(embed, pair_set, pool_sizes, seed) for name, embed in systems.items()},
+        }
+    return {"comparisons": results, "pool_sizes": list(pool_sizes), "seed": seed, "min_instructions": min_instructions}
+
+
+def table(results: dict) -> str:
+    """The results as a text table: one row per comparison and system, MRR and Recall@1 per pool size."""
+    sizes = [str(size) for size in results["pool_sizes"]]
+    header = f"{'comparison':<22}{'pairs':>7}  {'system':<12}" + "".join(
+        f"{'MRR@' + size:>10}{'R@1@' + size:>10}" for size in sizes)
+    lines = [header, "-" * len(header)]
+    for name, comparison in results["comparisons"].items():
+        for system, scores in comparison["systems"].items():
+            cells = ""
+            for size in sizes:
+                score = scores[size]
+                pool = score.get("pool_size")
+                shown = "-" if score["mrr"] is None else f"{score['mrr']:.3f}"
+                recall = "-" if score["recall@1"] is None else f"{score['recall@1']:.3f}"
+                if pool is not None and pool < int(size):
+                    shown += "*"
+                cells += f"{shown:>10}{recall:>10}"
+            lines.append(f"{name:<22}{comparison['pairs']:>7}  {system:<12}{cells}")
+    if any(score.get("pool_size", int(size)) < int(size) for comparison in results["comparisons"].values()
+           for scores in comparison["systems"].values() for size, score in scores.items()):
+        lines.append("* fewer pairs than the pool size: one pool of all pairs")
+    return "\n".join(lines)
+
+
+def main(cfg) -> int:
+    """``python evaluate.py task=similarity run=<run dir> pairs=<pairs dir>``: table, ``similarity.json``, W&B."""
+    from ..data.pairs import read_pairs
+    from ..embedding import FunctionEncoder
+    from ..runs import RunDirectory
+
+    run_value, pairs_value = cfg.get("run"), cfg.get("pairs")
+    if not run_value:
+        return _fail("run=<run directory> is required")
+    if not pairs_value:
+        return _fail("pairs=<pairs directory> is required (build one with `python -m undertale.data pairs`)")
+    run = RunDirectory(run_value)
+    split = cfg.get("split") or "test"
+    try:
+        rows = read_pairs(pairs_value, split).to_pylist()
+        model = FunctionEncoder.from_run(run.path, pooling=cfg.get("pooling") or "mean")
+        untrained = FunctionEncoder.from_run(run.path, pooling=cfg.get("pooling") or "mean", untrained=True,
+                                             seed=int(cfg.get("seed") or 0))
+    except (FileNotFoundError, ValueError) as error:
+        return _fail(str(error).splitlines()[0])
+    if not rows:
+        return _fail(f"no functions in the {split} split of {pairs_value}")
+    tfidf = TfIdf([row["disassembly"] for row in rows])
+    systems = {"model": model.embed, "untrained": untrained.embed, "tf-idf": tfidf.vectors}
+    pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
+    min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
+    started = time.perf_counter()
+    results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions)
+    results |= {"run": str(run.path), "pairs": str(pairs_value), "split": split,
+                "seconds": round(time.perf_counter() - started, 1)}
+    print(table(results))
+    run.similarity.write_text(json.dumps(results, indent=2))
+    print(f"\nsimilarity: {run.similarity}")
+    _log_wandb(run, results, cfg)
+    return 0
+
+
+def _log_wandb(run, results: dict, cfg) -> None:
+    """An offline (unless WANDB_MODE says otherwise) W&B run in the training run's group, job type ``similarity``."""
+    if cfg.get("logger") in (None, "none", False):
+        return
+    import os
+
+    import wandb
+
+    previous = run.wandb_run()
+    summary = {}
+    for name, comparison in results["comparisons"].items():
+        for system, scores in comparison["systems"].items():
+            for size, score in scores.items():
+                for metric in ("mrr", "recall@1"):
+                    if score[metric] is not None:
+                        summary[f"similarity/{name}/{system}/{metric}@{size}"] = score[metric]
+    experiment = wandb.init(project="undertale", group=previous.get("group") or previous.get("name"),
+                            job_type="similarity", name=f"similarity {previous.get('name') or run.path.name}",
+                            dir=str(run.path), mode=os.environ.get("WANDB_MODE", "offline"),
+                            config={"run": str(run.path), "pairs": results["pairs"], "split": results["split"]})
+    experiment.summary.update(summary)
+    wandb.finish()
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
