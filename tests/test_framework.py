@@ -198,20 +198,6 @@ def test_ddp_cpu_trains_with_two_processes_and_one_output_directory(cache, tmp_p
     assert len(offline_runs(run_dir)) == 1
 
 
-def test_resume_continues_at_the_saved_step_with_the_same_wandb_id(cache, tmp_path):
-    first = tmp_path / "first"
-    run_train([*small(cache, steps=6), f"hydra.run.dir={first}"])
-    first_id = json.loads((first / "metrics.json").read_text())["wandb_id"]
-    run_train([*small(cache, steps=12), f"resume={first}", f"hydra.run.dir={tmp_path / 'second'}"])
-    metrics = json.loads((first / "metrics.json").read_text())
-    assert metrics["global_step"] == 12 and metrics["wandb_id"] == first_id
-    assert yaml.safe_load((first / "config.yaml").read_text())["trainer"]["max_steps"] == 6, "the run keeps its config"
-    continued = [read_offline_run(path) for path in offline_runs(first)]
-    assert [run.run_id for run in continued] == [first_id, first_id]
-    steps = [row["trainer/global_step"] for row in continued[1].history if "trainer/global_step" in row]
-    assert min(steps) > 6, "the resumed run logs from the saved step on"
-
-
 def losses_of(run_dir: Path) -> list[float]:
     lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -220,10 +206,9 @@ def losses_of(run_dir: Path) -> list[float]:
 
 
 def test_same_seed_same_losses(cache, tmp_path):
-    losses = []
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        run_train([*small(cache, steps=6), "logger=csv", f"seed={seed}", f"hydra.run.dir={tmp_path / name}"])
-        losses.append(losses_of(tmp_path / name))
+    """Three jobs of one sweep (one process): seeds 0, 0 and 1."""
+    run_train(["-m", *small(cache, steps=6), "logger=csv", "seed=0,0,1", f"hydra.sweep.dir={tmp_path}"])
+    losses = [losses_of(tmp_path / job) for job in ("0", "1", "2")]
     assert len(losses[0]) >= 3
     assert losses[0] == losses[1]
     assert losses[0] != losses[2]
@@ -305,3 +290,21 @@ def test_binaries_without_paths_fails_before_any_work(tmp_path):
     result = run_train(["data=binaries", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], check=False)
     assert result.returncode == 2 and "data.paths is required for data=binaries" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_wraps_each_encoder_layer_and_refuses_cpu():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from undertale.models.encoder import EncoderLayer
+    from undertale.training.errors import ConfigError
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["trainer=fsdp", "model=large", "trainer.strategy.activation_checkpointing=true"])
+    strategy = instantiate(config.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy) and config.trainer.precision == "bf16-mixed"
+    assert EncoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
+    assert strategy._state_dict_type == "sharded"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        on_cpu = compose("train", overrides=["trainer=fsdp", "trainer.accelerator=cpu"])
+    with pytest.raises(ConfigError, match="trainer=fsdp needs GPUs"):
+        check_config(on_cpu)

@@ -159,8 +159,12 @@ def test_resume_latest_takes_the_newest_run_with_a_checkpoint_or_starts_fresh(un
 
     shutil.copytree(uninterrupted.path, root / "newest")
     os.utime(RunDirectory(root / "newest").last_checkpoint)  # the newest checkpoint of the three
-    check(train(["resume=latest", *arguments(cache, root / "fresh", steps=STEPS)]))
+    check(train(["resume=latest", *arguments(cache, root / "another", steps=STEPS)]))
     assert json.loads((root / "newest" / "metrics.json").read_text())["run_dir"] == str(root / "newest")
+
+    # a fixed run directory that holds a checkpoint (a requeued cluster job) continues itself, not the newest run
+    check(train(["resume=latest", *arguments(cache, root / "fresh", steps=4)]))
+    assert json.loads((root / "fresh" / "metrics.json").read_text())["global_step"] == 4
 
 
 @pytest.mark.slow

@@ -179,13 +179,13 @@ def padded_and_packed_batches(lengths: np.ndarray, batch: int, length: int, voca
 
 def loader_throughput(cfg: DictConfig, batches: int, packing: bool) -> tuple[float, float]:
     """Tokens/s (all positions, real tokens) the data module delivers with its configured workers."""
-    from .data.tokenizer import load_tokenizer, special_ids
+    from .data.tokenizer import load_tokenizer
+    from .models.masking import build_collator
 
     data: DataConfig = instantiate(cfg.data, packing=packing, pin_memory=False, _convert_="all")
     prepared = data.prepare(cfg.model.sequence_length, progress=False)
-    ids = special_ids(load_tokenizer(prepared.tokenizer, cfg.model.sequence_length))
-    module = data.datamodule(prepared, instantiate(cfg.masking)(mask_token_id=ids["mask_token_id"],
-                                                                vocab_size=ids["vocab_size"]))
+    module = data.datamodule(prepared, build_collator(cfg.masking, load_tokenizer(prepared.tokenizer,
+                                                                                   cfg.model.sequence_length)))
     module.setup("fit")
     iterator = iter(module.train_dataloader())
     next(iterator)  # worker start-up is not throughput

@@ -112,7 +112,8 @@ class RunDirectory:
         """Every checkpoint of the run, newest (by modification time) first."""
         if not self.checkpoints.is_dir():
             return []
-        files = [path for path in self.checkpoints.glob(f"*{CHECKPOINT_SUFFIX}") if path.is_file()]
+        # a sharded (FSDP) checkpoint is a directory of shards
+        files = [path for path in self.checkpoints.glob(f"*{CHECKPOINT_SUFFIX}") if path.is_file() or path.is_dir()]
         return sorted(files, key=lambda path: path.stat().st_mtime_ns, reverse=True)
 
     def __str__(self) -> str:
@@ -143,6 +144,8 @@ def checkpoint_problem(path: Path) -> Optional[str]:
     A torch checkpoint is a zip archive; every member's CRC is checked, so a
     truncated or overwritten file is caught without unpickling it.
     """
+    if path.is_dir():
+        return None if (path / ".metadata").is_file() else "is a sharded checkpoint without its .metadata"
     if not path.is_file():
         return "does not exist"
     if path.stat().st_size == 0:

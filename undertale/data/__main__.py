@@ -1,7 +1,7 @@
 """Data commands: build a corpus, train a tokenizer, tokenize, benchmark, build a function-pairs dataset.
 
     python -m undertale.data corpus OUTPUT_DIR [PATHS ...] [--workers N] [--max-functions N] [--seed S]
-                                    [--validation-fraction F]
+                                    [--validation-fraction F] [--scheduler local|ADDRESS|FILE.json]
     python -m undertale.data tokenizer CORPUS_DIR OUTPUT_FILE [--vocabulary-size N] [--sequence-length L]
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
@@ -27,7 +27,7 @@ def _corpus(args: argparse.Namespace) -> None:
     options = CorpusOptions(
         seed=args.seed, validation_fraction=args.validation_fraction, max_functions=args.max_functions
     )
-    build_corpus(args.output, args.paths, options, workers=args.workers)
+    build_corpus(args.output, args.paths, options, workers=args.workers, scheduler=args.scheduler)
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
@@ -82,7 +82,14 @@ def parser() -> argparse.ArgumentParser:
     corpus = commands.add_parser("corpus", help="disassemble ELF binaries into parquet shards")
     corpus.add_argument("output", help="corpus directory to write")
     corpus.add_argument("paths", nargs="*", help="files, directories or globs (default: the system directories)")
-    corpus.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    corpus.add_argument(
+        "--workers", type=int, default=None, help="processes, or Dask workers with --scheduler local (default: cores)"
+    )
+    corpus.add_argument(
+        "--scheduler", default=None, metavar="local|ADDRESS|FILE.json",
+        help="decode files as Dask tasks: local (a LocalCluster), a scheduler address (tcp://host:8786) or a "
+        "scheduler file; default: a process pool",
+    )
     corpus.add_argument("--max-functions", type=int, default=None, help="stop after this many unique functions")
     corpus.add_argument("--seed", type=int, default=0, help="seed of the file order and the split")
     corpus.add_argument("--validation-fraction", type=float, default=0.05, help="share of binaries held out")

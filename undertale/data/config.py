@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 if TYPE_CHECKING:  # imported where used, so that checking a config does not load torch and Lightning
+    from .corpus import CorpusOptions
     from .datamodule import InstructionTraceDataModule
     from .pipeline import PreparedData
 
@@ -42,7 +43,10 @@ class DataConfig:
         tokenizer_functions: functions sampled to train the tokenizer.
         max_functions: cap on the corpus (None: every function, about 1M on a Debian machine).
         validation_fraction: share of binaries held out, in [0, 1).
-        workers: disassembly processes (None: all cores).
+        workers: disassembly processes (None: all cores), or Dask workers with ``scheduler: local``.
+        scheduler: disassemble on Dask: ``local`` (a ``LocalCluster``), a scheduler address
+            (``tcp://host:8786``) or a scheduler file (``*.json``); None: a process pool. The corpus is
+            the same either way.
         cache_dir: where corpus, tokenizer and tokenized shards are cached (None: ``$UNDERTALE_CACHE``,
             else ``~/.cache/undertale``).
         seed: corpus split and shuffling seed.
@@ -66,6 +70,7 @@ class DataConfig:
     max_functions: Optional[int] = 50_000
     validation_fraction: float = 0.05
     workers: Optional[int] = None
+    scheduler: Optional[str] = None
     cache_dir: Optional[str] = None
     seed: int = 0
     packing: bool = True
@@ -92,6 +97,8 @@ class DataConfig:
         for name in ("max_functions", "workers"):
             if getattr(self, name) is not None:
                 _check_integer(name, getattr(self, name), 1)
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
+            raise ValueError(f"scheduler must be local, a Dask address or a scheduler file, got {self.scheduler!r}")
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
             raise ValueError(f"validation_fraction must be within [0, 1), got {fraction!r}")
@@ -109,6 +116,11 @@ class DataConfig:
         from .corpus import CorpusOptions
         from .pipeline import prepare
 
+        options = CorpusOptions(
+            seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions
+        )
+        if self.scheduler and self.source != "parquet":
+            self._corpus_on_dask(options, progress)
         return prepare(
             source=self.source,
             cache_dir=self.cache,
@@ -118,13 +130,26 @@ class DataConfig:
             sequence_length=sequence_length,
             merges=self.merges,
             tokenizer_functions=self.tokenizer_functions,
-            corpus_options=CorpusOptions(
-                seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions
-            ),
+            corpus_options=options,
             workers=self.workers,
             packing=self.packing,
             progress=progress,
         )
+
+    def _corpus_on_dask(self, options: "CorpusOptions", progress: bool) -> None:
+        """Build the corpus on Dask in the directory where ``prepare`` looks for it, which then reuses it.
+
+        ``pipeline.prepare`` takes no scheduler, so this mirrors its corpus path (``pipeline._corpus``).
+        """
+        from .corpus import build_corpus
+        from .pipeline import _digest, cache_lock
+
+        paths = list(self.paths) if self.paths else None
+        with cache_lock(self.cache):
+            build_corpus(
+                self.cache / "corpus" / _digest(sorted(paths or []), options.__dict__), paths, options,
+                workers=self.workers, progress=progress, scheduler=self.scheduler,
+            )
 
     def datamodule(self, prepared: "PreparedData", collator: Callable) -> "InstructionTraceDataModule":
         """Train and validation loaders over the prepared shards, batches made by ``collator``."""

@@ -6,8 +6,9 @@ Output layout::
     OUTPUT_DIR/validation/shard-00000.parquet ...
     OUTPUT_DIR/manifest.json   written last: its presence marks a complete corpus
 
-Files are decoded in parallel; functions are deduplicated by a hash of their
-bytes; the train/validation split is by binary and deterministic for a seed.
+Files are decoded in parallel (a process pool, or Dask tasks with ``scheduler``:
+see :mod:`undertale.data.distributed`); functions are deduplicated by a hash of
+their bytes; the train/validation split is by binary and deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import platform
 import shutil
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,6 +88,7 @@ class FileResult:
     instructions: int = 0
     skipped_bytes: int = 0
     duplicates: int = 0
+    filtered: list[str] = field(default_factory=list)  # ids decoded to fewer than min_instructions
     error: Optional[str] = None
 
 
@@ -145,7 +148,9 @@ def read_file(path: str, min_instructions: int = 1, seen: Optional[set[str]] = N
     """Decode every function of one file into corpus rows; never raises for bad input.
 
     Functions whose content hash is already in ``seen`` are counted as
-    duplicates and not decoded again (``seen`` is updated).
+    duplicates and not decoded again (``seen`` is updated). The ids of functions
+    with fewer than ``min_instructions`` are listed in ``filtered``, so that the
+    build counts their repeats as duplicates whichever worker decodes them.
     """
     result = FileResult(path)
     try:
@@ -164,6 +169,7 @@ def read_file(path: str, min_instructions: int = 1, seen: Optional[set[str]] = N
             for (identity, function), disassembly in zip(kept, decoded):
                 result.instructions += disassembly.instructions
                 if disassembly.instructions < min_instructions:
+                    result.filtered.append(identity)
                     continue
                 result.skipped_bytes += disassembly.skipped_bytes
                 result.rows.append(
@@ -199,6 +205,13 @@ def _start_worker() -> None:
 
 def _read_file_job(job: tuple[str, int]) -> FileResult:
     return read_file(*job, seen=_WORKER_SEEN)
+
+
+def _pool_results(jobs: list[tuple[str, int]], workers: int) -> Iterator[FileResult]:
+    """``read_file`` of each job on a process pool, in job order; closing the iterator stops the pool."""
+    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
+    with context.Pool(min(workers, len(jobs)), initializer=_start_worker) as pool:
+        yield from pool.imap(_read_file_job, jobs, chunksize=1)
 
 
 class ShardWriter:
@@ -259,17 +272,21 @@ def build_corpus(
     options: Optional[CorpusOptions] = None,
     workers: Optional[int] = None,
     progress: bool = True,
+    scheduler: Optional[str] = None,
 ) -> dict:
     """Disassemble ``paths`` (the system directories when empty) into parquet shards under ``output``.
 
     A complete corpus built from the same files and options is reused as is.
+    The shards are the same whether files are decoded by the process pool or by Dask.
 
     Arguments:
         output: corpus directory.
         paths: files, directories or globs.
         options: seed, split, limits.
-        workers: processes (default: all cores).
+        workers: processes (default: all cores); with ``scheduler="local"``, the Dask workers.
         progress: show a progress bar and print a summary.
+        scheduler: decode files as Dask tasks: ``local`` (a ``LocalCluster``), a scheduler address
+            (``tcp://host:8786``) or a scheduler file (``*.json``); None: the process pool.
 
     Returns:
         The manifest (also written to ``output/manifest.json``).
@@ -303,43 +320,47 @@ def build_corpus(
     totals = Counter()
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
-    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
-    bar = tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True)
-    # Validation binaries first: a function found in both splits stays in validation (no leakage into
-    # train), and a max_functions budget still leaves validation its share.
-    for split in ("validation", "train"):
-        jobs = [(path, options.min_instructions) for path in order if splits[path] == split]
-        if not jobs:
-            continue
-        with context.Pool(min(workers, len(jobs)), initializer=_start_worker) as pool:
-            for result in pool.imap(_read_file_job, jobs, chunksize=1):
-                bar.update()
-                if result.error is not None:
-                    skipped[result.path] = result.error
-                    continue
-                totals["files"] += 1
-                totals["decoded_instructions"] += result.instructions
-                fresh = []
-                for row in result.rows:
-                    if row["id"] not in seen:
-                        seen.add(row["id"])
-                        fresh.append(row)
-                totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates
-                if budgets[split] is not None:
-                    fresh = fresh[: max(0, budgets[split] - writers[split].rows - len(writers[split].buffer))]
-                totals["functions"] += len(fresh)
-                totals["instructions"] += sum(row["instructions"] for row in fresh)
-                totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
-                writers[split].add(fresh)
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(
-                    functions=f"{totals['functions']:,}",
-                    fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
-                    insn_per_s=f"{totals['decoded_instructions'] / elapsed:,.0f}",
-                )
-                if budgets[split] is not None and writers[split].rows + len(writers[split].buffer) >= budgets[split]:
-                    pool.terminate()
-                    break
+    with _FileReader(scheduler, workers) as reader:
+        bar = tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True)
+        # Validation binaries first: a function found in both splits stays in validation (no leakage into
+        # train), and a max_functions budget still leaves validation its share.
+        for split in ("validation", "train"):
+            jobs = [(path, options.min_instructions) for path in order if splits[path] == split]
+            if not jobs:
+                continue
+            with closing(reader.read(jobs)) as results:
+                for result in results:
+                    bar.update()
+                    if result.error is not None:
+                        skipped[result.path] = result.error
+                        continue
+                    totals["files"] += 1
+                    totals["decoded_instructions"] += result.instructions
+                    fresh = []
+                    for row in result.rows:
+                        if row["id"] not in seen:
+                            seen.add(row["id"])
+                            fresh.append(row)
+                    repeats = 0  # a function first met below min_instructions still makes its repeats duplicates
+                    for identity in result.filtered:
+                        repeats += identity in seen
+                        seen.add(identity)
+                    totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates + repeats
+                    if budgets[split] is not None:
+                        fresh = fresh[: max(0, budgets[split] - writers[split].rows - len(writers[split].buffer))]
+                    totals["functions"] += len(fresh)
+                    totals["instructions"] += sum(row["instructions"] for row in fresh)
+                    totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
+                    writers[split].add(fresh)
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(
+                        functions=f"{totals['functions']:,}",
+                        fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
+                        insn_per_s=f"{totals['decoded_instructions'] / elapsed:,.0f}",
+                    )
+                    budget = budgets[split]
+                    if budget is not None and writers[split].rows + len(writers[split].buffer) >= budget:
+                        break
     bar.close()
     if not totals["functions"]:
         reasons = Counter(reason.split(":")[0] for reason in skipped.values()).most_common(3)
@@ -352,7 +373,7 @@ def build_corpus(
         "key": key,
         "inputs": list(paths) if paths else list(SYSTEM_DIRECTORIES),
         "files": len(files),
-        "parameters": asdict(options) | {"workers": workers},
+        "parameters": asdict(options) | {"workers": reader.workers} | ({"scheduler": scheduler} if scheduler else {}),
         "counts": dict(totals) | {split: writers[split].rows for split in SPLITS},
         "skipped_reasons": dict(Counter(reason.split(":")[0] for reason in skipped.values()).most_common()),
         "skipped_files": skipped,
@@ -366,6 +387,31 @@ def build_corpus(
     if progress:
         print(summary(manifest, output))
     return manifest
+
+
+class _FileReader:
+    """Decodes files on the process pool, or on Dask when ``scheduler`` is set (connected on entry,
+    closed on exit). :meth:`read` yields each job's :class:`FileResult` in job order."""
+
+    def __init__(self, scheduler: Optional[str], workers: int):
+        self.scheduler = scheduler
+        self.workers = workers  # how many files are decoded at once
+        self.dask: Any = None
+
+    def __enter__(self) -> "_FileReader":
+        if self.scheduler is not None:
+            from .distributed import DaskReader
+
+            self.dask = DaskReader(self.scheduler, self.workers)
+            self.workers = self.dask.workers
+        return self
+
+    def read(self, jobs: list[tuple[str, int]]) -> Iterator[FileResult]:
+        return self.dask.read(jobs) if self.dask is not None else _pool_results(jobs, self.workers)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.dask is not None:
+            self.dask.close()
 
 
 def _budgets(options: CorpusOptions, assigned: list[str]) -> dict[str, Optional[int]]:

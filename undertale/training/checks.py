@@ -77,6 +77,11 @@ def check_trainer(trainer: DictConfig) -> None:
     limit = trainer.get("limit_val_batches")
     if limit is not None:
         _number("trainer.limit_val_batches", limit, 0)
+    strategy = trainer.get("strategy")
+    target = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else str(strategy)
+    if "fsdp" in target.lower() and str(trainer.get("accelerator")) == "cpu":
+        raise ConfigError("trainer=fsdp needs GPUs (Lightning's FSDP strategy refuses accelerator=cpu); "
+                          "use trainer=ddp_cpu to try multi-process training on CPU")
     precision = trainer.get("precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)} or null, got {precision!r}")
@@ -200,5 +205,9 @@ def check_command_line(argv: list[str]) -> Optional[DictConfig]:
 
 
 def runs_root(cfg: DictConfig) -> Path:
-    """Where this task's single runs live (the parent of ``hydra.run.dir``)."""
-    return Path(str(OmegaConf.select(cfg, "hydra.run.dir", default="outputs/run"))).parent
+    """Where ``resume=latest`` looks: ``hydra.run.dir`` itself when it already holds a checkpoint
+    (a requeued job with a fixed run directory), else its parent (this task's runs)."""
+    from ..runs import RunDirectory
+
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir", default="outputs/run")))
+    return run_dir if RunDirectory(run_dir).has_checkpoint() else run_dir.parent

@@ -49,10 +49,10 @@ class Resumption:
 
 
 def latest_run(runs_root: Path) -> Optional[RunDirectory]:
-    """The newest run directory under ``runs_root`` that holds a checkpoint, or None."""
+    """The newest run directory under ``runs_root`` (or ``runs_root`` itself) that holds a checkpoint, or None."""
     if not runs_root.is_dir():
         return None
-    runs = [RunDirectory(path) for path in runs_root.iterdir() if path.is_dir()]
+    runs = [RunDirectory(runs_root)] + [RunDirectory(path) for path in runs_root.iterdir() if path.is_dir()]
     runs = [run for run in runs if run.has_checkpoint()]
     return max(runs, key=lambda run: run.checkpoint_files()[0].stat().st_mtime_ns, default=None)
 

@@ -88,7 +88,7 @@ def _check_launch(cfg: DictConfig) -> None:
     if hydra and hydra.mode == RunMode.MULTIRUN and spawns and many and trainer.accelerator != "cpu":
         raise RunError(
             "a -m sweep cannot start multi-GPU DDP jobs from one process (each DDP rank would re-run the sweep); "
-            "sweep with hydra/launcher=submitit_slurm, or run each trainer=ddp job on its own"
+            "sweep with hydra/launcher=slurm (SLURM, via submitit), or run each trainer=ddp job on its own"
         )
 
 
@@ -128,7 +128,10 @@ def _start(cfg: DictConfig) -> tuple[DictConfig, RunDirectory, Optional[Path], d
     hydra = _hydra()
     fresh = RunDirectory(hydra.runtime.output_dir if hydra else "outputs/manual")
     if cfg.get("resume"):
-        root = fresh.path.parent if cfg.resume == LATEST else None
+        # resume=latest: the run directory itself when it holds a checkpoint (a requeued job with a fixed
+        # hydra.run.dir, or a sweep job), else the newest run of this task
+        own = fresh.has_checkpoint() or (hydra is not None and hydra.mode == RunMode.MULTIRUN)
+        root = (fresh.path if own else fresh.path.parent) if cfg.resume == LATEST else None
         resumed = resumption(str(cfg.resume), cfg, _overrides(), root)
         if resumed is None:
             print(f"resume=latest: no run with a checkpoint under {root}; starting a new run")
