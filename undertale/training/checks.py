@@ -141,8 +141,8 @@ def _closest(word: str, choices: list[str]) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
-def explain_composition_error(error: BaseException, overrides: list[str]) -> str:
-    """One line for a Hydra/OmegaConf composition error, with the closest valid key or option."""
+def explain_composition_error(error: BaseException, overrides: list[str], config_name: str = "train") -> str:
+    """One line for a Hydra/OmegaConf composition error, with the closest valid key or option of ``config_name``."""
     text = str(error)
     missing_option = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing_option:
@@ -156,7 +156,7 @@ def explain_composition_error(error: BaseException, overrides: list[str]) -> str
     if unknown_key and "not in struct" in cause:
         key = unknown_key.group(1)
         parent, _, leaf = key.rpartition(".")
-        known = _known_keys(parent, overrides)
+        known = _known_keys(parent, [item for item in overrides if _key_of(item) != key], config_name)
         hint = _closest(leaf, known)
         hint = hint.replace("did you mean ", f"did you mean {parent + '.' if parent else ''}")
         return f"{key} is not a config key{hint} (to add a new key on purpose: +{key}=...)"
@@ -164,11 +164,15 @@ def explain_composition_error(error: BaseException, overrides: list[str]) -> str
     return "; ".join(lines[:2]) if lines else type(error).__name__
 
 
-def _known_keys(parent: str, overrides: list[str]) -> list[str]:
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _known_keys(parent: str, overrides: list[str], config_name: str = "train") -> list[str]:
     groups = [item for item in overrides if "=" in item and "." not in item.split("=", 1)[0]]
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            config = compose("train", overrides=[item for item in groups if not item.startswith("hydra")])
+            config = compose(config_name, overrides=[item for item in groups if not item.startswith("hydra")])
         node = OmegaConf.select(config, parent) if parent else config
         return [str(key) for key in node.keys()] if isinstance(node, DictConfig) else []
     except Exception:  # the hint is best effort
