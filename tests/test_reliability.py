@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from omegaconf import OmegaConf
+
 from undertale.runs import RunDirectory
+from undertale.training.checks import runs_root
+from undertale.training.resume import latest_run
 from undertale.training.checkpointing import AtomicCheckpointIO
 from undertale.training.loggers import online_or_offline
 from undertale.training.wandb_offline import read_offline_run
@@ -159,8 +163,8 @@ def test_resume_latest_takes_the_newest_run_with_a_checkpoint_or_starts_fresh(un
 
     shutil.copytree(uninterrupted.path, root / "newest")
     os.utime(RunDirectory(root / "newest").last_checkpoint)  # the newest checkpoint of the three
-    check(train(["resume=latest", *arguments(cache, root / "another", steps=STEPS)]))
-    assert json.loads((root / "newest" / "metrics.json").read_text())["run_dir"] == str(root / "newest")
+    assert latest_run(root).path == root / "newest"
+    assert runs_root(OmegaConf.create({"hydra": {"run": {"dir": str(root / "another")}}})) == root
 
     # a fixed run directory that holds a checkpoint (a requeued cluster job) continues itself, not the newest run
     check(train(["resume=latest", *arguments(cache, root / "fresh", steps=4)]))
