@@ -290,15 +290,24 @@ def test_corpus_command_with_a_local_dask_cluster(tmp_path):
     assert json.loads((tmp_path / "dask" / "manifest.json").read_text())["parameters"]["scheduler"] == "local"
 
 
-def test_data_scheduler_builds_the_corpus_the_pipeline_then_uses(dask_cluster, tmp_path):
-    data = DataConfig(source="binaries", paths=SMALL_BINARIES[:2], max_functions=500, tokenizer_functions=500,
-                      cache_dir=str(tmp_path), scheduler=dask_cluster.scheduler_address, packing=False)
+def test_data_scheduler_builds_tokenizes_and_packs_on_dask_like_the_process_pool(dask_cluster, tmp_path):
+    settings = dict(source="binaries", paths=SMALL_BINARIES[:2], max_functions=500, tokenizer_functions=500)
+    local = DataConfig(**settings, cache_dir=str(tmp_path / "local")).prepare(64, progress=False)
+    data = DataConfig(**settings, cache_dir=str(tmp_path / "dask"), scheduler=dask_cluster.scheduler_address,
+                      tokenizer=str(local.tokenizer))  # one tokenizer: BPE training breaks ties arbitrarily
     prepared = data.prepare(64, progress=False)
     manifest = json.loads((prepared.corpus / "manifest.json").read_text())
     assert manifest["parameters"]["scheduler"] == dask_cluster.scheduler_address
-    assert len(list((tmp_path / "corpus").iterdir())) == 1, "one corpus: the pipeline reused the Dask build"
-    with pytest.raises(ValueError, match="scheduler must be"):
-        DataConfig(scheduler="")
+    assert len(list((tmp_path / "dask" / "corpus").iterdir())) == 1
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(dask_cluster) as client:  # the scheduler ran one task per shard of each step
+        ran = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert {"read_file", "tokenize_shard", "pack_shard"} <= ran, ran
+    for name in ("tokenized", "packed"):  # tokenized and packed on Dask, shard by shard: the same rows
+        ours, theirs = (sorted((tmp_path / side / name).rglob("*.parquet")) for side in ("dask", "local"))
+        assert ours and len(ours) == len(theirs)
+        for one, two in zip(ours, theirs):
+            assert one.name == two.name and pq.read_table(one).equals(pq.read_table(two)), f"{name}: {one}"
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 if TYPE_CHECKING:  # imported where used, so that checking a config does not load torch and Lightning
-    from .corpus import CorpusOptions
     from .datamodule import InstructionTraceDataModule
     from .pipeline import PreparedData
 
@@ -44,9 +43,9 @@ class DataConfig:
         max_functions: cap on the corpus (None: every function, about 1M on a Debian machine).
         validation_fraction: share of binaries held out, in [0, 1).
         workers: disassembly processes (None: all cores), or Dask workers with ``scheduler: local``.
-        scheduler: disassemble on Dask: ``local`` (a ``LocalCluster``), a scheduler address
-            (``tcp://host:8786``) or a scheduler file (``*.json``); None: a process pool. The corpus is
-            the same either way.
+        scheduler: disassemble, tokenize and pack on Dask (one task per file or shard): ``local`` (a
+            ``LocalCluster``), a scheduler address (``tcp://host:8786``) or a scheduler file (``*.json``);
+            None: this machine's processes. The shards are the same either way.
         cache_dir: where corpus, tokenizer and tokenized shards are cached (None: ``$UNDERTALE_CACHE``,
             else ``~/.cache/undertale``).
         seed: corpus split and shuffling seed.
@@ -119,8 +118,6 @@ class DataConfig:
         options = CorpusOptions(
             seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions
         )
-        if self.scheduler and self.source != "parquet":
-            self._corpus_on_dask(options, progress)
         return prepare(
             source=self.source,
             cache_dir=self.cache,
@@ -134,22 +131,8 @@ class DataConfig:
             workers=self.workers,
             packing=self.packing,
             progress=progress,
+            scheduler=self.scheduler,
         )
-
-    def _corpus_on_dask(self, options: "CorpusOptions", progress: bool) -> None:
-        """Build the corpus on Dask in the directory where ``prepare`` looks for it, which then reuses it.
-
-        ``pipeline.prepare`` takes no scheduler, so this mirrors its corpus path (``pipeline._corpus``).
-        """
-        from .corpus import build_corpus
-        from .pipeline import _digest, cache_lock
-
-        paths = list(self.paths) if self.paths else None
-        with cache_lock(self.cache):
-            build_corpus(
-                self.cache / "corpus" / _digest(sorted(paths or []), options.__dict__), paths, options,
-                workers=self.workers, progress=progress, scheduler=self.scheduler,
-            )
 
     def datamodule(self, prepared: "PreparedData", collator: Callable) -> "InstructionTraceDataModule":
         """Train and validation loaders over the prepared shards, batches made by ``collator``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .corpus import FileResult, read_file
 
@@ -81,7 +81,11 @@ class DaskReader:
         return self._window[1]
 
     def read(self, jobs: Iterable[tuple[str, int]]) -> Iterator[FileResult]:
-        """``read_file(path, min_instructions)`` of each job, yielded in job order.
+        """``read_file(path, min_instructions)`` of each job, yielded in job order."""
+        return self.map(read_file, jobs)
+
+    def map(self, function: Callable[..., Any], jobs: Iterable[tuple]) -> Iterator[Any]:
+        """``function(*job)`` of each job as a Dask task, results yielded in job order.
 
         At most twice the worker threads (at least 8) are in flight, so results never pile up;
         closing the iterator cancels the tasks still pending.
@@ -94,7 +98,7 @@ class DaskReader:
                     job = next(jobs, None)
                     if job is None:
                         break
-                    pending.append(self.client.submit(read_file, *job, pure=False))
+                    pending.append(self.client.submit(function, *job, pure=False))
                 if not pending:
                     return
                 future = pending.popleft()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -40,18 +40,54 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np
     return tokens, mask
 
 
+def tokenize_shard(path: str, target: str, tokenizer_json: str, batch_rows: int) -> tuple[int, int]:
+    """Tokenize one corpus shard into ``target`` (written under a temporary name, renamed when whole).
+
+    Arguments are plain strings so that the call can run as a Dask task. Returns (rows, real tokens).
+    """
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    handle = open_parquet(Path(path), (TEXT_COLUMN,))
+    target_path = Path(target)
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target_path.with_suffix(".parquet.tmp")
+    writer, rows, real_tokens = None, 0, 0
+    try:
+        for batch in handle.iter_batches(batch_size=batch_rows):
+            table = pa.Table.from_batches([batch])
+            tokens, mask = encode_texts(tokenizer, table.column(TEXT_COLUMN).to_pylist())
+            lengths = mask.sum(axis=1, dtype=np.int64)
+            table = table.append_column("tokens", fixed_list(tokens))
+            table = table.append_column("mask", fixed_list(mask))
+            table = table.append_column("length", pa.array(lengths))
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            rows += len(table)
+            real_tokens += int(lengths.sum())
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(temporary, target_path)
+    return rows, real_tokens
+
+
 def tokenize_corpus(
     corpus: str | os.PathLike,
     tokenizer: Tokenizer,
     output: str | os.PathLike,
     batch_rows: int = 8192,
     progress: bool = True,
+    runner: Optional[Any] = None,
 ) -> dict:
     """Write a tokenized copy of every corpus shard under ``output`` (same relative paths).
 
     Each output shard keeps the source columns and adds ``tokens``, ``mask``
     and ``length`` (real tokens). Shards are written under a temporary name
     and renamed when whole; an existing output shard is reused.
+
+    Arguments:
+        runner: a :class:`~undertale.data.distributed.DaskReader`: one Dask task per shard; None: in this process.
 
     Returns:
         Counts: rows, tokens (non-padding) and seconds.
@@ -62,38 +98,21 @@ def tokenize_corpus(
     batch_rows = max(1, min(batch_rows, BATCH_TOKENS // sequence_length_of(tokenizer)))
     rows = real_tokens = 0
     started = time.perf_counter()
-    bar = tqdm(total=len(files), unit="shard", desc="tokenize", disable=not progress, dynamic_ncols=True)
+    jobs = []
     for path in files:
         target = output / path.relative_to(corpus) if corpus.is_dir() else output / path.name
-        bar.update()
         if target.is_file():
-            metadata = pq.read_metadata(target)
-            rows += metadata.num_rows
-            continue
-        handle = open_parquet(path, (TEXT_COLUMN,))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(".parquet.tmp")
-        writer = None
-        try:
-            for batch in handle.iter_batches(batch_size=batch_rows):
-                table = pa.Table.from_batches([batch])
-                tokens, mask = encode_texts(tokenizer, table.column(TEXT_COLUMN).to_pylist())
-                lengths = mask.sum(axis=1, dtype=np.int64)
-                table = table.append_column("tokens", fixed_list(tokens))
-                table = table.append_column("mask", fixed_list(mask))
-                table = table.append_column("length", pa.array(lengths))
-                if writer is None:
-                    writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
-                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-                rows += len(table)
-                real_tokens += int(lengths.sum())
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(rows=f"{rows:,}", tokens_per_s=f"{real_tokens / elapsed:,.0f}")
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is not None:
-            os.replace(temporary, target)
+            rows += pq.read_metadata(target).num_rows
+        else:
+            jobs.append((str(path), str(target), tokenizer.to_str(), batch_rows))
+    results = runner.map(tokenize_shard, jobs) if runner is not None else (tokenize_shard(*job) for job in jobs)
+    bar = tqdm(total=len(files), initial=len(files) - len(jobs), unit="shard", desc="tokenize", disable=not progress,
+               dynamic_ncols=True)
+    for shard_rows, shard_tokens in results:
+        rows, real_tokens = rows + shard_rows, real_tokens + shard_tokens
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.update()
+        bar.set_postfix(rows=f"{rows:,}", tokens_per_s=f"{real_tokens / elapsed:,.0f}")
     bar.close()
     return {"rows": rows, "tokens": real_tokens, "seconds": time.perf_counter() - started}
 

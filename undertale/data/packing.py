@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from typing import Any, Optional
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,10 +80,38 @@ def pack_rows(tokens: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.n
     return packed, segments
 
 
-def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progress: bool = True) -> dict:
+def pack_shard(path: str, target: str) -> dict:
+    """Pack one tokenized shard into ``target`` (reused when it exists); counts of functions, rows, tokens, width.
+
+    Arguments are plain strings so that the call can run as a Dask task.
+    """
+    table = pq.read_table(path, columns=["tokens", "length"])
+    tokens, lengths = matrix(table.column("tokens")), table.column("length").to_numpy()
+    counts = {"functions": len(lengths), "tokens": int(np.minimum(lengths, tokens.shape[1]).sum()),
+              "width": tokens.shape[1]}
+    target_path = Path(target)
+    if target_path.is_file():
+        return counts | {"rows": pq.read_metadata(target_path).num_rows}
+    packed, segments = pack_rows(tokens, lengths)
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target_path.with_suffix(".parquet.tmp")
+    packed_table = pa.table(
+        {"tokens": fixed_list(packed), "mask": fixed_list(segments),
+         "length": pa.array((segments != 0).sum(axis=1, dtype=np.int64))}
+    )
+    pq.write_table(packed_table, temporary, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+    os.replace(temporary, target_path)
+    return counts | {"rows": len(packed)}
+
+
+def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progress: bool = True,
+                   runner: Optional[Any] = None) -> dict:
     """Pack every tokenized shard under ``source`` into ``output`` (same relative paths).
 
     Shards are written under a temporary name and renamed when whole; existing ones are reused.
+
+    Arguments:
+        runner: a :class:`~undertale.data.distributed.DaskReader`: one Dask task per shard; None: in this process.
 
     Returns:
         Counts: functions, packed rows, real tokens and the density (real tokens / positions).
@@ -92,27 +122,14 @@ def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progres
     source, output = Path(source), Path(output)
     totals = {"functions": 0, "rows": 0, "tokens": 0}
     started = time.perf_counter()
-    files = parquet_files(source)
-    for path in tqdm(files, unit="shard", desc="pack", disable=not progress, dynamic_ncols=True):
-        target = output / path.relative_to(source)
-        table = pq.read_table(path, columns=["tokens", "length"])
-        tokens, lengths = matrix(table.column("tokens")), table.column("length").to_numpy()
-        totals["functions"] += len(lengths)
-        totals["tokens"] += int(np.minimum(lengths, tokens.shape[1]).sum())
-        if target.is_file():
-            totals["rows"] += pq.read_metadata(target).num_rows
-            continue
-        packed, segments = pack_rows(tokens, lengths)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(".parquet.tmp")
-        packed_table = pa.table(
-            {"tokens": fixed_list(packed), "mask": fixed_list(segments),
-             "length": pa.array((segments != 0).sum(axis=1, dtype=np.int64))}
-        )
-        pq.write_table(packed_table, temporary, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-        os.replace(temporary, target)
-        totals["rows"] += len(packed)
-    totals["density"] = totals["tokens"] / max(1, totals["rows"] * tokens.shape[1])
+    jobs = [(str(path), str(output / path.relative_to(source))) for path in parquet_files(source)]
+    results = runner.map(pack_shard, jobs) if runner is not None else (pack_shard(*job) for job in jobs)
+    width = 1
+    for counts in tqdm(results, total=len(jobs), unit="shard", desc="pack", disable=not progress, dynamic_ncols=True):
+        for key in totals:
+            totals[key] += counts[key]
+        width = counts["width"]
+    totals["density"] = totals["tokens"] / max(1, totals["rows"] * width)
     totals["seconds"] = round(time.perf_counter() - started, 2)
     (output / "packing.json").write_text(json.dumps(totals))
     return totals

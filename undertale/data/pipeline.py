@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pyarrow.parquet as pq
 
@@ -116,6 +116,7 @@ def prepare(
     workers: Optional[int] = None,
     packing: bool = False,
     progress: bool = True,
+    scheduler: Optional[str] = None,
 ) -> PreparedData:
     """Build (or reuse) corpus, tokenizer and tokenized shards for one data source.
 
@@ -132,6 +133,8 @@ def prepare(
         workers: processes for disassembly.
         packing: pack several functions into each row (see :mod:`undertale.data.packing`).
         progress: show progress bars.
+        scheduler: run disassembly, tokenization and packing as Dask tasks (one per file or shard):
+            ``local``, a scheduler address or a scheduler file; None: this machine's processes.
 
     Raises:
         ValueError: for an unknown source, ``binaries`` without ``paths``, ``parquet`` without ``directory``,
@@ -148,6 +151,7 @@ def prepare(
     if source not in ("system", "binaries", "parquet"):
         raise ValueError(f"unknown data source {source!r}; choose 'system', 'binaries' or 'parquet'")
     cache = Path(cache_dir).expanduser()
+    dask = (scheduler, workers)  # each step that has work to do connects (a cached step starts no cluster)
     with cache_lock(cache):
         shards = Path(directory).expanduser() if source == "parquet" else None
         if shards is not None and is_tokenized(shards):
@@ -157,7 +161,7 @@ def prepare(
             prepared = PreparedData(shards, Path(tokenizer), None)
         else:
             if shards is None:
-                corpus, corpus_id = _corpus(cache, paths, corpus_options or CorpusOptions(), workers, progress)
+                corpus, corpus_id = _corpus(cache, paths, corpus_options or CorpusOptions(), workers, progress, scheduler)
             else:
                 corpus, corpus_id = shards, _files_digest(shards)
             if tokenizer:
@@ -166,18 +170,34 @@ def prepare(
                 tokenizer_path = _trained_tokenizer(
                     cache, corpus, corpus_id, merges, sequence_length, tokenizer_functions, progress
                 )
-            prepared = PreparedData(
-                _tokenized(cache, corpus, corpus_id, tokenizer_path, sequence_length, progress), tokenizer_path, corpus
-            )
-        return _packed(prepared, cache, progress) if packing else prepared
+            tokenized = _tokenized(cache, corpus, corpus_id, tokenizer_path, sequence_length, progress, dask)
+            prepared = PreparedData(tokenized, tokenizer_path, corpus)
+        return _packed(prepared, cache, progress, dask) if packing else prepared
+
+
+@contextmanager
+def _runner(dask: tuple[Optional[str], Optional[int]]) -> Iterator[Optional[Any]]:
+    """A Dask client for ``(scheduler, workers)`` (closed afterwards), or None without a scheduler."""
+    scheduler, workers = dask
+    if not scheduler:
+        yield None
+        return
+    from .distributed import DaskReader
+
+    runner = DaskReader(scheduler, workers)
+    try:
+        yield runner
+    finally:
+        runner.close()
 
 
 def _corpus(
-    cache: Path, paths: Optional[Sequence[str]], options: CorpusOptions, workers: Optional[int], progress: bool
+    cache: Path, paths: Optional[Sequence[str]], options: CorpusOptions, workers: Optional[int], progress: bool,
+    scheduler: Optional[str] = None,
 ) -> tuple[Path, str]:
     """The corpus of ``paths`` (built or reused) and its key."""
     corpus = cache / "corpus" / _digest(sorted(paths or []), options.__dict__)
-    build_corpus(corpus, paths, options, workers=workers, progress=progress)
+    build_corpus(corpus, paths, options, workers=workers, progress=progress, scheduler=scheduler)
     return corpus, json.loads((corpus / "manifest.json").read_text())["key"][:16]
 
 
@@ -201,14 +221,16 @@ def _trained_tokenizer(
 
 
 def _tokenized(
-    cache: Path, corpus: Path, corpus_id: str, tokenizer: Path, sequence_length: int, progress: bool
+    cache: Path, corpus: Path, corpus_id: str, tokenizer: Path, sequence_length: int, progress: bool,
+    dask: tuple[Optional[str], Optional[int]] = (None, None),
 ) -> Path:
     """The corpus tokenized (or reused), per tokenizer and :data:`~undertale.data.encode.TOKENIZED_FORMAT`."""
     model = load_tokenizer(tokenizer, sequence_length)
     tokenizer_id = hashlib.sha256(model.to_str().encode()).hexdigest()[:16]
     tokenized = cache / "tokenized" / f"{corpus_id}-{tokenizer_id}-v{TOKENIZED_FORMAT}"
     if not (tokenized / COMPLETE).is_file():
-        counts = tokenize_corpus(corpus, model, tokenized, progress=progress)
+        with _runner(dask) as runner:
+            counts = tokenize_corpus(corpus, model, tokenized, progress=progress, runner=runner)
         (tokenized / COMPLETE).write_text(json.dumps(counts | {"tokenizer": str(tokenizer)}))
         if progress:
             print(
@@ -218,12 +240,14 @@ def _tokenized(
     return tokenized
 
 
-def _packed(prepared: PreparedData, cache: Path, progress: bool) -> PreparedData:
+def _packed(prepared: PreparedData, cache: Path, progress: bool,
+            dask: tuple[Optional[str], Optional[int]] = (None, None)) -> PreparedData:
     """The same data with several functions packed into each row, built once per content of the tokenized
     shards (shards rewritten in place are packed again) and per :data:`~undertale.data.packing.PACKING_FORMAT`."""
     packed = cache / "packed" / _digest(PACKING_FORMAT, _files_digest(prepared.tokenized))
     if not (packed / "packing.json").is_file():
-        counts = pack_directory(prepared.tokenized, packed, progress=progress)
+        with _runner(dask) as runner:
+            counts = pack_directory(prepared.tokenized, packed, progress=progress, runner=runner)
         if progress:
             print(
                 f"pack: {counts['functions']:,} functions into {counts['rows']:,} rows "
