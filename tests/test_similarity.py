@@ -132,3 +132,11 @@ def test_similarity_bad_input_is_one_line(trained_run, tmp_path, capsys):
         assert similarity.main(OmegaConf.create(values | {"logger": "none"})) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_default_comparisons_are_levels_against_o3_and_compilers_at_each_level():
+    rows = [{"compiler": compiler, "level": level} for compiler in ("gcc", "clang") for level in ("O0", "O1", "O2", "O3")]
+    comparisons = [(str(left), str(right)) for left, right in similarity.default_comparisons(rows)]
+    assert comparisons[:3] == [("clang -O0", "clang -O3"), ("clang -O1", "clang -O3"), ("clang -O2", "clang -O3")]
+    assert ("gcc -O0", "gcc -O3") in comparisons and ("clang -O2", "gcc -O2") in comparisons
+    assert len(comparisons) == 3 + 3 + 4
