@@ -253,3 +253,27 @@ def test_bad_input_is_one_line_and_exit_code_2(built, tmp_path):
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_projects_built_by_their_own_command(tmp_path):
+    """--build: each project is built by its Makefile (in a copy, per level), every .o read; a failing build is listed."""
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    good, bad = tmp_path / "made", tmp_path / "broken"
+    (good / "src").mkdir(parents=True)
+    bad.mkdir()
+    (good / "src" / "one.c").write_text("#ifdef FROM_MAKE\nint made_by_make(int x) { return x * 3 + 1; }\n#endif\n"
+                                        "int plain(int a, int b) { return a - b; }\n")
+    (good / "Makefile").write_text("all:\n\t$(CC) $(CFLAGS) -DFROM_MAKE -c src/one.c -o src/one.o\n")
+    (bad / "Makefile").write_text("all:\n\t$(CC) -c missing.c\n")
+    (bad / "x.c").write_text("int x(void) { return 0; }\n")
+    output = tmp_path / "pairs"
+    manifest = build_pairs(output, [good, bad], levels=("O0", "O2"), compilers=("gcc",), split=(1, 0, 0),
+                           progress=False, build="make CC={cc} CFLAGS=-{level}")
+    rows = read_pairs(output, "train").to_pylist()
+    groups = {(row["group"], row["level"]) for row in rows}
+    assert {("made/src/one.c:made_by_make", level) for level in ("O0", "O2")} <= groups
+    assert {row["file"] for row in rows} == {"src/one.c"} and {row["project"] for row in rows} == {"made"}
+    [failure] = {(f["project"], f["level"]) for f in manifest["failed"] if f["level"] == "O0"}
+    assert failure == ("broken", "O0") and "missing.c" in manifest["failed"][0]["error"]
+    assert not (good / "src" / "one.o").exists(), "the project's own tree is never built in"

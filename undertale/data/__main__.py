@@ -6,7 +6,7 @@
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
     python -m undertale.data pairs OUTPUT SOURCES... [--levels O0,O1,O2,O3] [--compilers gcc,clang]
-                                   [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."]
+                                   [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."] [--build COMMAND]
                                    [--keep-objects DIR]
 """
 
@@ -62,7 +62,7 @@ def _pairs(args: argparse.Namespace) -> None:
 
     build_pairs(
         args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
-        workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects,
+        workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
     )
 
 
@@ -130,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0, help="seed of the project split")
     pairs.add_argument("--workers", type=int, default=None, help="parallel compilations (default: all cores)")
     pairs.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags="-DNDEBUG -std=gnu99"')
+    pairs.add_argument("--build", default=None, metavar="COMMAND",
+                       help='build each project with its own command instead of compiling each .c file, e.g. '
+                            '--build "make CC={cc} CFLAGS=-{level}" (run in a copy of the project per compiler and level)')
     pairs.add_argument("--keep-objects", default=None, metavar="DIR", help="keep the object files in DIR")
     pairs.set_defaults(run=_pairs)
     return root

@@ -329,6 +329,70 @@ def load_pairs_manifest(directory: str | os.PathLike) -> Optional[dict]:
     return manifest
 
 
+BUILD_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One project built by its own command (``build``), with one compiler at one level, in a copy of its tree."""
+
+    project: str
+    root: str
+    compiler: str
+    executable: str
+    level: str
+    command: str
+    copy: str
+    file: str = "(build command)"
+
+
+def build_and_read(job: BuildJob) -> CompileResult:
+    """Build a copy of the project with ``job.command`` and read every object file it leaves; never raises.
+
+    The command is a shell line with ``{cc}`` (the compiler) and ``{level}`` (e.g. ``O2``) filled in; ``CC`` and
+    ``CFLAGS`` (``-<level>``) are also set in its environment. Each object's functions are grouped by the
+    ``.c`` file of the same name, when there is one.
+    """
+    result = CompileResult(job)  # type: ignore[arg-type]
+    copy = Path(job.copy)
+    shutil.copytree(job.root, copy, ignore=shutil.ignore_patterns(".git", "*.o"), dirs_exist_ok=True)
+    command = job.command.format(cc=job.executable, level=job.level)
+    try:
+        completed = subprocess.run(
+            command, shell=True, cwd=copy, capture_output=True, text=True, errors="replace", timeout=BUILD_TIMEOUT_S,
+            env=os.environ | {"LC_ALL": "C", "CC": job.executable, "CFLAGS": f"-{job.level}"},
+        )
+    except subprocess.TimeoutExpired:
+        result.error = f"build timed out after {BUILD_TIMEOUT_S} s"
+        return result
+    if completed.returncode != 0:
+        result.error = first_error_line(completed.stderr or completed.stdout, job.compiler, completed.returncode)
+        return result
+    objects = sorted(copy.rglob("*.o"))
+    if not objects:
+        result.error = f"the build command left no .o files: {command}"
+        return result
+    for path in objects:
+        found = read_file(str(path))
+        relative = path.relative_to(copy)
+        source = relative.with_suffix(".c")
+        file = source.as_posix() if (Path(job.root) / source).is_file() else relative.as_posix()
+        for row in found.rows:
+            row.update(source=str(Path(job.root) / file), group=f"{job.project}/{file}:{row['name']}",
+                       level=job.level, compiler=job.compiler, project=job.project, file=file)
+            result.rows.append(row)
+    return result
+
+
+def _build_jobs(projects: Sequence[Project], compilers: dict[str, str], levels: Sequence[str], command: str,
+                objects: Path) -> list[BuildJob]:
+    return [
+        BuildJob(project.name, str(project.root), compiler, executable, level, command,
+                 str(objects / re.sub(r"[^A-Za-z0-9_.+-]", "_", compiler) / level / project.name))
+        for project in projects for compiler, executable in compilers.items() for level in levels
+    ]
+
+
 def _jobs(projects: Sequence[Project], compilers: dict[str, str], levels: Sequence[str], cflags, objects: Path):
     jobs = []
     for project in projects:
@@ -343,13 +407,13 @@ def _jobs(projects: Sequence[Project], compilers: dict[str, str], levels: Sequen
     return jobs
 
 
-def _compile_all(jobs: list[CompileJob], workers: int, progress: bool) -> tuple[list[dict], list[dict]]:
-    """Run every job in a process pool; returns (rows, failures)."""
+def _compile_all(jobs: list, workers: int, progress: bool, worker=compile_and_read) -> tuple[list[dict], list[dict]]:
+    """Run every job in a process pool (``worker(job)``); returns (rows, failures)."""
     rows, failed = [], []
     context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
     bar = tqdm(total=len(jobs), unit="file", desc="pairs", disable=not progress, dynamic_ncols=True)
     with context.Pool(max(1, min(workers, len(jobs)))) as pool:
-        for result in pool.imap_unordered(compile_and_read, jobs, chunksize=1):
+        for result in pool.imap_unordered(worker, jobs, chunksize=1):
             bar.update()
             if result.error is not None:
                 job = result.job
@@ -436,6 +500,7 @@ def build_pairs(
     progress: bool = True,
     keep_objects: Optional[str | os.PathLike] = None,
     rows_per_shard: int = ROWS_PER_SHARD,
+    build: Optional[str] = None,
 ) -> dict:
     """Compile C projects at several optimisation levels and write their functions as a pairs dataset.
 
@@ -453,6 +518,9 @@ def build_pairs(
         progress: show a progress bar, warnings and a summary.
         keep_objects: directory that keeps the object files (default: a temporary one, removed).
         rows_per_shard: rows per parquet shard.
+        build: instead of compiling each ``.c`` file with ``-c``, build each project (directory SOURCES) with
+            this shell command, e.g. ``"make CC={cc} CFLAGS=-{level}"`` (``{cc}``, ``{level}`` filled in; ``CC`` and
+            ``CFLAGS`` set too), in a copy of its tree per compiler and level, and read every ``.o`` it leaves.
 
     Returns:
         The manifest (also written to ``output/manifest.json``).
@@ -478,7 +546,7 @@ def build_pairs(
     parameters = {
         "levels": levels, "compilers": {name: [found[name], versions[name]] for name in found},
         "split": list(fractions), "seed": seed, "cflags": list(cflags),
-    }
+    } | ({"build": build} if build else {})
     key = _fingerprint(projects, parameters)
     existing = load_pairs_manifest(output)
     if existing is not None and existing.get("key") == key:
@@ -494,8 +562,13 @@ def build_pairs(
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="undertale-pairs-") as temporary:
         objects = Path(keep_objects).resolve() if keep_objects is not None else Path(temporary)
-        jobs = _jobs(projects, found, levels, cflags, objects)
-        rows, failed = _compile_all(jobs, workers, progress)
+        if build:
+            rows, failed = _compile_all(_build_jobs(projects, found, levels, build, objects), workers, progress,
+                                        build_and_read)
+            jobs = [None] * (len(projects) * len(found) * len(levels))
+        else:
+            jobs = _jobs(projects, found, levels, cflags, objects)
+            rows, failed = _compile_all(jobs, workers, progress)
     if len(failed) == len(jobs):
         raise ValueError(
             f"every compilation failed ({len(jobs)}); the first: {failed[0]['project']}/{failed[0]['file']} "
