@@ -4,7 +4,9 @@
 instances; the Hydra ``model`` group is generated from them (see
 :mod:`undertale.config`). A preset unpacks like a dict of keyword arguments::
 
-    Model(**Sizes.medium, vocab_size=5120, next_token_id=5, mask_token_id=4)
+    ids = special_ids(tokenizer)          # undertale.data.tokenizer
+    Model(**Sizes.medium, vocab_size=ids["vocab_size"], next_token_id=ids["next_token_id"],
+          mask_token_id=ids["mask_token_id"])
 """
 
 from __future__ import annotations
