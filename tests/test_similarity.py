@@ -102,7 +102,9 @@ def test_long_functions_are_embedded_by_windows(trained_run):
 
 def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     cfg = OmegaConf.create({"run": str(trained_run), "pairs": str(pairs), "split": "train", "pools": [4],
-                            "min_instructions": 3, "seed": 0, "logger": "none"})
+                            "min_instructions": 3, "seed": 0,
+                            "logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "csv",
+                                               "version": ""}}})
     assert similarity.main(cfg) == 0
     printed = capsys.readouterr().out
     assert "O0-O2 (gcc)" in printed and "tf-idf" in printed and "untrained" in printed
@@ -110,6 +112,8 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     systems = saved["comparisons"]["O0-O2 (gcc)"]["systems"]
     assert set(systems) == {"model", "untrained", "tf-idf"}
     assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
+    logged = (trained_run / "similarity" / "csv" / "metrics.csv").read_text()  # the logger group's run
+    assert "similarity/O0-O2 (gcc)/model/mrr@4" in logged
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -129,7 +133,7 @@ def test_similarity_bad_input_is_one_line(trained_run, tmp_path, capsys):
              ({"run": str(trained_run), "pairs": str(tmp_path / "empty")}, "error:"),
              ({"run": str(trained_run)}, "pairs=<pairs directory> is required")]
     for values, message in cases:
-        assert similarity.main(OmegaConf.create(values | {"logger": "none"})) == 2
+        assert similarity.main(OmegaConf.create(values | {"logger": {}})) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ..runs import RunDirectory
+from .runlog import log_evaluation
 from .data import DataChoice, cached_tokenized, choose_data, run_data, split_files
 from .errors import EvaluationError
 
@@ -259,23 +260,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 
 
 def log_run(cfg: DictConfig, run: RunDirectory, result: dict, metrics: dict[str, float]) -> None:
-    """A run of the ``logger`` group (W&B: offline unless ``WANDB_MODE`` says otherwise) in the training run's
-    group, job type ``evaluate``, its summary holding ``metrics``; files under ``<run>/evaluation/``."""
-    from ..training.loggers import build_loggers, finish_wandb, wandb_logger
-
-    trained = run.wandb_run()
-    directory = run.path / "evaluation"
-    directory.mkdir(exist_ok=True)
-    loggers = build_loggers(cfg.get("logger"), directory, {
-        "name": f"evaluate {result['split']} step {result['step']}",
-        "group": trained.get("group") or trained.get("id"),
-        "id": None,
-        "job_type": "evaluate",
-        "config": {key: result[key] for key in ("run", "checkpoint", "step", "split", "data", "batches", "batch_size",
-                                                  "seed", "masking", "baseline_counts")} | {"trained": trained},
-    })
-    for logger in loggers:
-        logger.log_metrics(metrics, step=result["step"])
-        if logger is not wandb_logger(loggers):
-            logger.finalize("success")
-    finish_wandb(loggers, "finished")
+    """The evaluation as a run in the training run's group (job type ``evaluate``), files under ``<run>/evaluation/``."""
+    config = {key: result[key] for key in ("run", "checkpoint", "step", "split", "data", "batches", "batch_size",
+                                           "seed", "masking", "baseline_counts")}
+    log_evaluation(cfg, run, "evaluation", "evaluate", f"evaluate {result['split']} step {result['step']}", config, metrics,
+                   result["step"])

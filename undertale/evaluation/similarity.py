@@ -252,32 +252,23 @@ def main(cfg) -> int:
     print(table(results))
     run.similarity.write_text(json.dumps(results, indent=2))
     print(f"\nsimilarity: {run.similarity}")
-    _log_wandb(run, results, cfg)
+    _log(run, results, cfg)
     return 0
 
 
-def _log_wandb(run, results: dict, cfg) -> None:
-    """An offline (unless WANDB_MODE says otherwise) W&B run in the training run's group, job type ``similarity``."""
-    if cfg.get("logger") in (None, "none", False):
-        return
-    import os
+def _log(run, results: dict, cfg) -> None:
+    """MRR and Recall@1 of every comparison, system and pool as a run in the training run's group."""
+    from .runlog import log_evaluation
 
-    import wandb
-
-    previous = run.wandb_run()
-    summary = {}
-    for name, comparison in results["comparisons"].items():
-        for system, scores in comparison["systems"].items():
-            for size, score in scores.items():
-                for metric in ("mrr", "recall@1"):
-                    if score[metric] is not None:
-                        summary[f"similarity/{name}/{system}/{metric}@{size}"] = score[metric]
-    experiment = wandb.init(project="undertale", group=previous.get("group") or previous.get("name"),
-                            job_type="similarity", name=f"similarity {previous.get('name') or run.path.name}",
-                            dir=str(run.path), mode=os.environ.get("WANDB_MODE", "offline"),
-                            config={"run": str(run.path), "pairs": results["pairs"], "split": results["split"]})
-    experiment.summary.update(summary)
-    wandb.finish()
+    metrics = {
+        f"similarity/{name}/{system}/{metric}@{size}": score[metric]
+        for name, comparison in results["comparisons"].items()
+        for system, scores in comparison["systems"].items()
+        for size, score in scores.items()
+        for metric in ("mrr", "recall@1") if score[metric] is not None
+    }
+    config = {key: results[key] for key in ("run", "pairs", "split", "pool_sizes", "seed", "min_instructions")}
+    log_evaluation(cfg, run, "similarity", "similarity", f"similarity {results['split']}", config, metrics, step=0)
 
 
 def _fail(message: str) -> int:
