@@ -15,7 +15,7 @@ import torch
 
 from omegaconf import OmegaConf
 
-from undertale.runs import RunDirectory
+from undertale.runs import RunDirectory, checkpoint_problem
 from undertale.training.checks import runs_root
 from undertale.training.resume import latest_run
 from undertale.training.checkpointing import AtomicCheckpointIO
@@ -127,7 +127,8 @@ def test_sigterm_saves_at_the_next_step_exits_nonzero_and_resumes_to_the_end(cac
     metrics = json.loads(run.metrics.read_text())
     assert signalled_after <= saved == metrics["global_step"] < STEPS and metrics["status"] == "preempted"
     [offline] = sorted((run.path / "wandb").glob("offline-run-*"))
-    assert read_offline_run(offline).exit_code == 1
+    preempted = read_offline_run(offline)
+    assert preempted.exit_code == 1 and preempted.preempting, "the W&B run is marked preempted"
 
     check(train([f"resume={run.path}"]))
     assert json.loads(run.metrics.read_text())["global_step"] == STEPS
@@ -238,6 +239,20 @@ def test_online_run_without_network_trains_offline(cache, tmp_path):
     assert "is unreachable" in result.stderr and "logging offline" in result.stderr
     [offline] = sorted((run.path / "wandb").glob("offline-run-*"))
     assert read_offline_run(offline).exit_code == 0
+
+
+def test_checkpoint_problems_are_found_from_the_archive_directory(tmp_path):
+    path = tmp_path / "whole.ckpt"
+    torch.save({"weights": torch.zeros(256, 256)}, path)
+    assert checkpoint_problem(path) is None
+    data = path.read_bytes()
+    for name, cut in (("half", len(data) // 2), ("tail", len(data) - 8), ("empty", 0)):
+        (tmp_path / f"{name}.ckpt").write_bytes(data[:cut])
+        assert checkpoint_problem(tmp_path / f"{name}.ckpt") is not None, name
+    (tmp_path / "sharded.ckpt").mkdir()
+    assert "without its .metadata" in checkpoint_problem(tmp_path / "sharded.ckpt")
+    (tmp_path / "sharded.ckpt" / ".metadata").write_bytes(b"x")
+    assert checkpoint_problem(tmp_path / "sharded.ckpt") is None
 
 
 def test_checkpoint_write_killed_halfway_keeps_the_previous_file(tmp_path):

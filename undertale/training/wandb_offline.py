@@ -35,6 +35,7 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: Optional[int] = None
+    preempting: bool = False  # the run was marked preempted (``run.mark_preempting()``)
 
 
 def records(path: Path) -> Iterator[bytes]:
@@ -100,6 +101,8 @@ def read_offline_run(directory: str | Path) -> OfflineRun:
             run.summary.update(_value(item) for item in record.summary.update)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
+        elif kind == "preempting":
+            run.preempting = True
     return run
 
 
