@@ -84,15 +84,19 @@ class FunctionEncoder:
 
     def windows(self, text: str) -> list[list[int]]:
         """The text's token ids, cut into windows of the model's sequence length."""
-        ids = self.tokenizer.encode(text).ids or [self.pad_id]
+        return self._cut(self.tokenizer.encode(text).ids)
+
+    def _cut(self, ids: list[int]) -> list[list[int]]:
+        ids = ids or [self.pad_id]
         return [ids[start:start + self.length] for start in range(0, len(ids), self.length)]
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """One float32 vector per text, (len(texts), hidden)."""
         windows, owners = [], []
-        for index, text in enumerate(texts):
-            for window in self.windows(text):
+        encodings = self.tokenizer.encode_batch(list(texts))  # one parallel call, not one per text
+        for index, encoding in enumerate(encodings):
+            for window in self._cut(encoding.ids):
                 windows.append(window)
                 owners.append(index)
         width = self.encoder.norm.normalized_shape[0]
