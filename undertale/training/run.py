@@ -82,12 +82,14 @@ def _overrides() -> list[str]:
 def _check_launch(cfg: DictConfig) -> None:
     hydra = _hydra()
     trainer = cfg.trainer
-    spawns = str(trainer.strategy).startswith("ddp") and "LOCAL_RANK" not in os.environ and "SLURM_PROCID" not in os.environ
+    strategy = trainer.strategy.get("_target_", "") if isinstance(trainer.strategy, DictConfig) else trainer.strategy
+    launched = "LOCAL_RANK" in os.environ or "SLURM_PROCID" in os.environ  # torchrun/srun started every rank
+    spawns = any(name in str(strategy).lower() for name in ("ddp", "fsdp")) and not launched
     devices = trainer.devices
     many = devices in (-1, "auto") or (isinstance(devices, int) and devices > 1) or isinstance(devices, (list, tuple))
     if hydra and hydra.mode == RunMode.MULTIRUN and spawns and many and trainer.accelerator != "cpu":
         raise RunError(
-            "a -m sweep cannot start multi-GPU DDP jobs from one process (each DDP rank would re-run the sweep); "
+            "a -m sweep cannot start multi-GPU DDP/FSDP jobs from one process (each DDP rank would re-run the sweep); "
             "sweep with hydra/launcher=slurm (SLURM, via submitit), or run each trainer=ddp job on its own"
         )
 
