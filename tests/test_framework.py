@@ -308,3 +308,25 @@ def test_fsdp_wraps_each_encoder_layer_and_refuses_cpu():
         on_cpu = compose("train", overrides=["trainer=fsdp", "trainer.accelerator=cpu"])
     with pytest.raises(ConfigError, match="trainer=fsdp needs GPUs"):
         check_config(on_cpu)
+
+
+@pytest.mark.parametrize("trainer, refused", [("ddp", True), ("fsdp", True), ("ddp_cpu", False), ("gpu", False)])
+def test_plain_sweep_refuses_jobs_that_would_spawn_gpu_ranks(trainer, refused, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    from undertale.training.errors import RunError
+    from undertale.training.run import _check_launch
+
+    for name in ("LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = compose("train", overrides=[f"trainer={trainer}", "hydra.mode=MULTIRUN"], return_hydra_config=True)
+    HydraConfig.instance().set_config(config)
+    try:
+        if refused:
+            with pytest.raises(RunError, match="cannot start multi-GPU DDP/FSDP jobs"):
+                _check_launch(config)
+            monkeypatch.setenv("SLURM_PROCID", "0")  # under srun (the slurm launcher) every rank is started for it
+        _check_launch(config)
+    finally:
+        HydraConfig.instance().cfg = None
