@@ -3,7 +3,7 @@
 The ``model`` sizes (:class:`InstructionTraceTransformerEncoderForMaskedLMConfiguration`
 presets), the optimizer defaults (:class:`OptimizerSettings`), the masking
 defaults (:class:`MaskingSettings`) and the data defaults (:class:`DataConfig`)
-are registered in Hydra's ConfigStore, so each value is written once. YAML files
+(and the pairs of ``task=similarity``, :class:`PairsDataConfig`) are registered in Hydra's ConfigStore, so each value is written once. YAML files
 in ``conf/`` extend these nodes (``defaults: [adamw, _self_]``) and change only
 what they mean to change. Every node carries the ``_target_`` that
 ``hydra.utils.instantiate`` builds.
@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .data.config import DataConfig
+from .data.pairs_config import PairsDataConfig
 from .models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
 from .models.masking import DEFAULTS as MASKING
 from .models.optimization import DEFAULTS as OPTIMIZER
@@ -55,6 +56,8 @@ def register_configs() -> None:
     store.store(group="masking", name="bert", node={"_target_": COLLATOR_TARGET, "_partial_": True, **MASKING.as_dict()})
     data = _plain(dataclasses.asdict(DataConfig())) | {"cache_dir": "${paths.cache_dir}", "seed": "${seed}"}
     store.store(group="data", name="system", node={"_target_": target(DataConfig), **data})
+    pairs = _plain(dataclasses.asdict(PairsDataConfig(pairs="-"))) | {"pairs": None, "seed": "${seed}"}
+    store.store(group="data", name="pairs", node={"_target_": target(PairsDataConfig), **pairs})
 
 
 def settings(node: DictConfig) -> dict[str, Any]:

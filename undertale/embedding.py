@@ -35,13 +35,15 @@ class FunctionEncoder:
         pooling: ``mean`` or ``first``.
         batch_size: windows per forward pass.
         device: where to run (default: a GPU when present).
+        projection: a head applied to each function's pooled vector (a fine-tuned similarity model's), whose
+            output is scaled to unit length.
 
     Raises:
         ValueError: for an unknown pooling.
     """
 
     def __init__(self, encoder: torch.nn.Module, tokenizer: Tokenizer, pooling: str = "mean", batch_size: int = 64,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, projection: Optional[torch.nn.Module] = None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,11 +55,14 @@ class FunctionEncoder:
         self.pad_id = tokenizer.token_to_id(PAD)
         self.pooling = pooling
         self.batch_size = batch_size
+        self.projection = None if projection is None else projection.to(self.device).eval()
 
     @classmethod
     def from_run(cls, run: str | Path, pooling: str = "mean", batch_size: int = 64,
                  device: Optional[torch.device] = None, untrained: bool = False, seed: int = 0) -> "FunctionEncoder":
         """The encoder of a run directory's last intact checkpoint, with the run's tokenizer.
+
+        A fine-tuned similarity run (``task=similarity``) embeds with its projection head and its own pooling.
 
         Arguments:
             untrained: the same architecture with freshly initialised weights (seeded), as a baseline.
@@ -65,8 +70,6 @@ class FunctionEncoder:
         Raises:
             FileNotFoundError: naming what the run lacks.
         """
-        from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
-
         directory = RunDirectory(run)
         if not directory.path.is_dir():
             raise FileNotFoundError(f"run directory {directory.path} does not exist")
@@ -75,12 +78,16 @@ class FunctionEncoder:
             raise FileNotFoundError(f"run directory {directory.path} has no intact checkpoint")
         if not directory.tokenizer.is_file():
             raise FileNotFoundError(f"run directory {directory.path} has no tokenizer.json")
-        model = InstructionTraceTransformerEncoderForMaskedLM.load_from_checkpoint(checkpoint, map_location="cpu")
+        module_class = _module_class(directory)
+        model = module_class.load_from_checkpoint(checkpoint, map_location="cpu")
         if untrained:
             torch.manual_seed(seed)
-            model = InstructionTraceTransformerEncoderForMaskedLM(**model.hparams)
+            model = module_class(**model.hparams)
         tokenizer = load_tokenizer(directory.tokenizer, model.hparams.sequence_length)
-        return cls(model.encoder, tokenizer, pooling, batch_size, device)
+        projection = getattr(model, "projection", None)
+        if projection is not None:  # a similarity model searches with the pooling it was trained with
+            pooling = model.hparams.pooling
+        return cls(model.encoder, tokenizer, pooling, batch_size, device, projection)
 
     def windows(self, text: str) -> list[list[int]]:
         """The text's token ids, cut into windows of the model's sequence length."""
@@ -119,7 +126,11 @@ class FunctionEncoder:
                 weights[owners[i]] += weight
             bar.update(len(chosen))
         bar.close()
-        return (sums / np.maximum(weights, 1)[:, None]).astype(np.float32)
+        vectors = (sums / np.maximum(weights, 1)[:, None]).astype(np.float32)
+        if self.projection is not None and len(vectors):
+            projected = self.projection(torch.from_numpy(vectors).to(self.device))
+            vectors = torch.nn.functional.normalize(projected.float(), dim=-1).cpu().numpy()
+        return vectors
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         if self.pooling == "first":
@@ -128,3 +139,18 @@ class FunctionEncoder:
             real = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         return pooled.float().cpu().numpy()
+
+
+def _module_class(run: RunDirectory) -> type:
+    """The LightningModule class a run trained: its task's (``config.yaml``), masked-LM for older runs."""
+    from omegaconf import OmegaConf
+
+    from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+
+    if run.config.is_file():
+        task = OmegaConf.load(run.config).get("task") or {}
+        if str(task.get("_target_", "")).endswith("SimilarityTask"):
+            from .models.similarity import InstructionTraceTransformerEncoderForSimilarity
+
+            return InstructionTraceTransformerEncoderForSimilarity
+    return InstructionTraceTransformerEncoderForMaskedLM

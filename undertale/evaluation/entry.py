@@ -64,9 +64,18 @@ def similarity(cfg: DictConfig) -> Any:
     return module.main(cfg)
 
 
+def task_name(cfg: DictConfig) -> str:
+    """``maskedlm`` or ``similarity``: the ``task`` group's choice (its Task class)."""
+    task = cfg.get("task", "maskedlm")
+    if isinstance(task, DictConfig):
+        target = str(task.get("_target_", ""))
+        return {"MaskedLMTask": "maskedlm", "SimilarityTask": "similarity"}.get(target.rsplit(".", 1)[-1], target)
+    return str(task)
+
+
 def run_task(cfg: DictConfig) -> Any:
     """Run the task ``cfg.task`` names; exit with one ``error:`` line (code 2) for a mistake."""
-    task = cfg.get("task", "maskedlm")
+    task = task_name(cfg)
     try:
         if task == "similarity":
             code = similarity(cfg)

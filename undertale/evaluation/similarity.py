@@ -9,8 +9,10 @@ candidates by cosine similarity, and the rank of its partner gives MRR (mean of
 ``min_instructions`` at either setting are left out (tiny stubs are identical
 everywhere and make the task look easier than it is).
 
-Three systems are compared on the same pools: the run's encoder, the same
-architecture untrained, and TF-IDF over instruction n-grams.
+The systems compared on the same pools: the run's encoder (a fine-tuned run's
+with its projection head), the pretrained encoder it was fine-tuned from
+(zero-shot, for a ``task=similarity`` run), the same architecture untrained, and
+TF-IDF over instruction n-grams.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -242,7 +245,11 @@ def main(cfg) -> int:
     if not rows:
         return _fail(f"no functions in the {split} split of {pairs_value}")
     tfidf = TfIdf([row["disassembly"] for row in rows])
-    systems = {"model": model.embed, "untrained": untrained.embed, "tf-idf": tfidf.vectors}
+    systems = {"model": model.embed}
+    pretrained = _pretrained_of(run)
+    if pretrained is not None:  # a fine-tuned run: its pretrained encoder, zero-shot
+        systems["pretrained"] = FunctionEncoder.from_run(pretrained, pooling=cfg.get("pooling") or "mean").embed
+    systems |= {"untrained": untrained.embed, "tf-idf": tfidf.vectors}
     pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
     min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
     started = time.perf_counter()
@@ -254,6 +261,20 @@ def main(cfg) -> int:
     print(f"\nsimilarity: {run.similarity}")
     _log(run, results, cfg)
     return 0
+
+
+def _pretrained_of(run) -> Optional[str]:
+    """The pretraining run a fine-tuned run started from, when it still exists."""
+    from omegaconf import OmegaConf
+
+    if not run.config.is_file():
+        return None
+    pretrained = OmegaConf.load(run.config).get("pretrained")
+    if pretrained and (Path(pretrained).expanduser() / "tokenizer.json").is_file():
+        return str(pretrained)
+    if pretrained:
+        print(f"note: the pretrained run {pretrained} is gone; its zero-shot row is left out", file=sys.stderr)
+    return None
 
 
 def _log(run, results: dict, cfg) -> None:

@@ -79,6 +79,14 @@ class RunCheckpoint(ModelCheckpoint):
         if every and trainer.global_step % every == 0 and not trainer.sanity_checking:
             self.write_last(trainer)
 
+    def on_validation_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        # last.ckpt of this step was written before this validation (on_train_batch_end runs first), so it lacks
+        # the best checkpoint just saved: the end of training must write it again, or a resumed run restores a
+        # stale best_k_models (the newest best-step*.ckpt is never tracked nor deleted).
+        if self._last_saved_step == trainer.global_step:
+            self._last_saved_step = None
+
     def on_train_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         self.write_last(trainer)
 

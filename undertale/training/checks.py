@@ -13,17 +13,16 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import CONF, settings, sizes_of
-from ..data.config import DataConfig
 from ..models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
-from ..models.masking import MaskingSettings
 from ..models.optimization import OptimizerSettings
 from .errors import ConfigError
 
@@ -102,8 +101,11 @@ def check_callbacks(callbacks: DictConfig) -> None:
             _number(f"callbacks.{name}.max_skips", options.max_skips, 0, integer=True)
 
 
-def check_config(cfg: DictConfig) -> Sizes:
+def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sizes:
     """Validate every part of a composed training config; return the model sizes.
+
+    Arguments:
+        overrides: the command line's overrides (a task may check what the user set, e.g. ``model``).
 
     Raises:
         ConfigError: one line naming the key, the value and what is allowed.
@@ -115,8 +117,16 @@ def check_config(cfg: DictConfig) -> Sizes:
         raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
     sizes = _check("model", lambda: sizes_of(cfg.model))
     _check("optimizer", lambda: OptimizerSettings(**settings(cfg.optimizer)))
-    _check("masking", lambda: MaskingSettings(**settings(cfg.masking)))
-    _check("data", lambda: DataConfig(**settings(cfg.data)))
+    if "_target_" not in (cfg.get("data") or {}):
+        raise ConfigError("data needs a _target_ (its settings class): pick an option, e.g. data=system")
+    _check("data", lambda: get_class(cfg.data._target_)(**settings(cfg.data)))
+    if "_target_" not in (cfg.get("task") or {}):
+        raise ConfigError("task needs a _target_ (its Task class): pick an option, e.g. task=maskedlm")
+    task = _check("task", lambda: instantiate(cfg.task, _convert_="all"))
+    try:
+        task.check(cfg, overrides)
+    except (ValueError, OmegaConfBaseException) as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
     check_trainer(cfg.trainer)
     check_callbacks(cfg.get("callbacks") or {})
     _number("seed", cfg.get("seed"), 0, integer=True)
@@ -204,7 +214,7 @@ def check_command_line(argv: list[str]) -> Optional[DictConfig]:
     cfg = compose_command_line(argv, return_hydra_config=True)
     if cfg.get("resume"):
         return cfg  # a resumed run is checked once its own config is restored
-    check_config(cfg)
+    check_config(cfg, [arg for arg in argv if not arg.startswith("-")])
     return cfg
 
 

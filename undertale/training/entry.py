@@ -19,8 +19,6 @@ from .checks import check_command_line, check_config, runs_root
 from .errors import STOPS, ConfigError, ResumeError
 from .resume import resumption
 
-OBJECTIVE = "val/accuracy"
-
 
 def _fail(message: str, code: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
@@ -54,7 +52,8 @@ def before_hydra(argv: list[str]) -> list[str]:
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train one job; the objective for sweepers (``val/accuracy``), or exit with the stop's code."""
+    """Train one job; the objective for sweepers (the task's ``monitor``, e.g. ``val/accuracy``), or exit with
+    the stop's code."""
     from .run import train  # torch and Lightning load here, after the command line was checked
 
     try:
@@ -63,4 +62,4 @@ def run_job(cfg: DictConfig) -> float:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed
         _fail(str(error), error.exit_code)
-    return metrics.get(OBJECTIVE, float("nan"))
+    return metrics.get(cfg.task.get("monitor", "val/accuracy"), float("nan"))

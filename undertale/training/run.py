@@ -1,10 +1,9 @@
-"""The function ``train.py`` calls: check, prepare data, instantiate each part, fit, summarise.
+"""The function ``train.py`` calls: check, build the task's parts, instantiate the rest, fit, summarise.
 
 Every part comes from its config group through ``hydra.utils.instantiate``:
-``model`` (the LightningModule, partial: token ids and optimizer settings are
-added here), ``optimizer`` (:class:`~undertale.models.optimization.OptimizerSettings`),
-``masking`` (the collator, partial: token ids), ``data``
-(:class:`~undertale.data.config.DataConfig`), ``logger``, ``callbacks`` and ``trainer``.
+``task`` (a :class:`~undertale.tasks.Task`, which builds the LightningModule and
+the data module from ``model``, ``optimizer``, ``data`` and its own groups),
+``logger``, ``callbacks`` and ``trainer``. Nothing here knows which task runs.
 """
 
 from __future__ import annotations
@@ -27,16 +26,9 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.config import DataConfig
-from ..data.encode import tokenized_files
-from ..data.pipeline import PreparedData
-from ..data.statistics import most_frequent_token_accuracy
-from ..data.tokenizer import load_tokenizer, special_ids
 from ..environment import environment, resolve_compile, resolve_precision
-from ..evaluation.token_classes import token_class_table
-from ..models.flops import training_flops_per_token
-from ..models.masking import build_collator
 from ..runs import RunDirectory
+from ..tasks import Task, TaskParts
 from .callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
 from .checkpointing import AtomicCheckpointIO
 from .checks import check_config
@@ -104,11 +96,11 @@ def _job_name(cfg: DictConfig) -> tuple[str, Optional[str]]:
     return name, group
 
 
-def _write_run_files(run: RunDirectory, cfg: DictConfig, prepared: PreparedData, env: dict) -> None:
+def _write_run_files(run: RunDirectory, cfg: DictConfig, tokenizer: Path, env: dict) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     run.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     run.overrides.write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
-    shutil.copyfile(prepared.tokenizer, run.tokenizer)
+    shutil.copyfile(tokenizer, run.tokenizer)
     run.environment.write_text(json.dumps(env, indent=2))
 
 
@@ -162,55 +154,45 @@ def train(cfg: DictConfig) -> dict:
     """
     started = time.perf_counter()
     cfg, run, checkpoint, wandb_run = _start(cfg)
-    check_config(cfg)
+    check_config(cfg, _overrides())
     _check_launch(cfg)
     rank_zero = rank_zero_only.rank == 0
     lightning.seed_everything(cfg.seed, workers=True)
 
-    data: DataConfig = instantiate(cfg.data, _convert_="all")
-    prepared = data.prepare(cfg.model.sequence_length, progress=rank_zero)
+    task: Task = instantiate(cfg.task, _convert_="all")
+    cfg = task.resolve(cfg, _overrides())  # e.g. the sizes of a pretrained run
+    parts = task.build(cfg, progress=rank_zero)
     if rank_zero:
-        print(f"data: {prepared.tokenized}{' (packed)' if data.packing else ''}")
-    tokenizer = load_tokenizer(prepared.tokenizer, cfg.model.sequence_length)
-    ids = special_ids(tokenizer)
-    optimizer = instantiate(cfg.optimizer, _convert_="all")
-    model = instantiate(cfg.model)(vocab_size=ids["vocab_size"], next_token_id=ids["next_token_id"],
-                                   mask_token_id=ids["mask_token_id"], **optimizer.as_dict())
-    model.set_token_classes(token_class_table(tokenizer))  # val/accuracy/<class>
+        print(f"data: {parts.description}")
     accelerator = str(cfg.trainer.accelerator)
     if resolve_compile(cfg.compile, accelerator):
-        model.encoder.compile()
-    try:
-        collator = build_collator(cfg.masking, tokenizer)  # token ids, masking.exclude mapped to ids
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    datamodule = data.datamodule(prepared, collator)
+        getattr(parts.module, "encoder", parts.module).compile()
 
     env = environment()
     name, group = _job_name(cfg)
     loggers = build_loggers(cfg.get("logger"), run.path, {
         "name": wandb_run.get("name") or name, "group": wandb_run.get("group") or group, "id": wandb_run.get("id"),
         "job_type": cfg.task_name,
-        "config": OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": ids["vocab_size"]},
+        "config": OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": parts.vocab_size},
     })
-    callbacks = _callbacks(cfg, run, prepared.tokenizer, training_flops_per_token(**model.hparams))
+    callbacks = _callbacks(cfg, run, parts.tokenizer, parts.flops_per_token) + list(parts.callbacks)
     trainer: lightning.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run.path),
         precision=resolve_precision(cfg.trainer.precision, accelerator), plugins=[AtomicCheckpointIO()],
     )
     if rank_zero and not cfg.get("resume"):  # a resumed run keeps the files it started with
-        _write_run_files(run, cfg, prepared, env)
+        _write_run_files(run, cfg, parts.tokenizer, env)
     if rank_zero and (logger := wandb_logger(loggers)) is not None:
         experiment = logger.experiment
         run.wandb_file.write_text(json.dumps({"id": experiment.id, "name": experiment.name, "group": experiment.group}))
 
     status = "failed"
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
         guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
         preemption = next((c for c in callbacks if isinstance(c, Preemption)), None)
         status = "diverged" if guard and guard.diverged else "preempted" if preemption and preemption.signum else "finished"
-        metrics = _summarise(trainer, run, prepared, ids["vocab_size"], loggers, started, status) if trainer.is_global_zero else {}
+        metrics = _summarise(trainer, run, task, parts, loggers, started, status) if trainer.is_global_zero else {}
     except BaseException as error:
         if trainer.is_global_zero:  # a crashed run still says what happened, in valid JSON
             run.metrics.write_text(json.dumps({
@@ -236,17 +218,13 @@ def _finite(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def _summarise(trainer: lightning.Trainer, run: RunDirectory, prepared: PreparedData, vocab_size: int,
-               loggers: list, started: float, status: str) -> dict:
-    token, baseline = most_frequent_token_accuracy(
-        tokenized_files(prepared.tokenized, "train"), tokenized_files(prepared.tokenized, "validation"), vocab_size
-    )
+def _summarise(trainer: lightning.Trainer, run: RunDirectory, task: Task, parts: TaskParts, loggers: list,
+               started: float, status: str) -> dict:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))}
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     metrics |= {
         "status": status,
-        "baseline/most_frequent_token_accuracy": baseline,
-        "baseline/most_frequent_token_id": token,
+        "task": type(task).__name__,
         "global_step": trainer.global_step,
         "world_size": trainer.world_size,
         "epoch": trainer.current_epoch,
@@ -255,18 +233,17 @@ def _summarise(trainer: lightning.Trainer, run: RunDirectory, prepared: Prepared
         "last_checkpoint": str(run.last_checkpoint) if run.last_checkpoint.is_file() else None,
         "run_dir": str(run.path),
     }
-    metrics = {key: _finite(value) for key, value in metrics.items()}
+    extra, line = task.summarise(trainer, parts, metrics)
+    metrics = {key: _finite(value) for key, value in (metrics | extra).items()}
     if (logger := wandb_logger(loggers)) is not None:
         metrics["wandb_id"] = logger.experiment.id
-        logger.experiment.summary["baseline/most_frequent_token_accuracy"] = baseline
+        for key, value in extra.items():
+            if key.startswith("baseline/"):
+                logger.experiment.summary[key] = value
     run.metrics.write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    accuracy = metrics.get("val/accuracy")
     print(f"\nrun directory: {run.path}")
-    if accuracy is not None and status == "finished":
-        print(
-            f"val/accuracy {accuracy:.4f}  vs  {baseline:.4f} always predicting the most frequent token "
-            f"({accuracy / max(baseline, 1e-9):.1f}x)"
-        )
+    if line:
+        print(line)
     return metrics
 
 

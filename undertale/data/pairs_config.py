@@ -1,0 +1,107 @@
+"""The ``data`` settings of ``task=similarity``: which pairs dataset, which variants pair, how batches are made.
+
+``data=pairs`` (chosen by ``task=similarity``) instantiates :class:`PairsDataConfig`;
+:meth:`PairsDataConfig.datamodule` loads the pairs with a tokenizer. Light to
+import: checking a config never loads torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .pairs_dataset import PairsDataModule
+
+LEVELS = ("O0", "O1", "O2", "O3", "Os")
+
+
+@dataclass(frozen=True)
+class PairsDataConfig:
+    """Pairs for contrastive fine-tuning (``python -m undertale.data pairs`` builds them).
+
+    Arguments:
+        pairs: the pairs directory (``train/`` to fine-tune on, ``validation/`` to monitor).
+        tokenizer: a ``tokenizer.json``; None: the pretrained run's (required without ``pretrained``).
+        levels: the levels a training pair is drawn from: two different ones of each group, at random.
+        validation_levels: query level and partner level of the validation search (``val/mrr``).
+        compilers: compilers to use (None: every compiler of the build).
+        batch_size: groups per batch and rank (each gives two functions).
+        min_instructions: functions shorter than this at any level are left out (as in the benchmark).
+        max_tokens: a function's first tokens kept (cut into windows of the model's sequence length).
+        packing: several windows per row, so no step computes on padding.
+        num_workers: loader processes per rank (the pairs are held in memory: 0 is usually fastest).
+        seed: which groups meet in a batch, and which levels pair (the epoch is added to it).
+        pin_memory: pin host memory (None: when a GPU is present).
+
+    Raises:
+        ValueError: naming the setting that is missing or out of range.
+    """
+
+    pairs: Optional[str] = None
+    tokenizer: Optional[str] = None
+    levels: Sequence[str] = ("O0", "O1", "O2", "O3")
+    validation_levels: Sequence[str] = ("O0", "O3")
+    compilers: Optional[Sequence[str]] = None
+    batch_size: int = 64
+    min_instructions: int = 5
+    max_tokens: int = 512
+    packing: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    pin_memory: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise ValueError("pairs is required: data.pairs=<pairs directory> (build one with "
+                             "python -m undertale.data pairs OUTPUT SOURCES...)")
+        for name in ("levels", "validation_levels"):
+            values = getattr(self, name)
+            values = [values] if isinstance(values, str) else list(values)
+            unknown = [level for level in values if level not in LEVELS]
+            if unknown:
+                raise ValueError(f"{name} holds {unknown[0]!r}; levels are {', '.join(LEVELS)}")
+            object.__setattr__(self, name, tuple(values))
+        if len(set(self.levels)) < 2:
+            raise ValueError(f"levels needs at least two different levels to pair, got {list(self.levels)}")
+        if len(self.validation_levels) != 2 or len(set(self.validation_levels)) != 2:
+            raise ValueError(f"validation_levels must be two different levels (query, partner), "
+                             f"got {list(self.validation_levels)}")
+        if isinstance(self.compilers, str):
+            object.__setattr__(self, "compilers", (self.compilers,))
+        for name, low in (("batch_size", 2), ("min_instructions", 0), ("max_tokens", 1), ("num_workers", 0),
+                          ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("packing", "pin_memory"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+
+    def check_pairs(self) -> None:
+        """Raises ValueError when ``pairs`` holds no complete pairs build (cheap: reads the manifest)."""
+        from .pairs import load_pairs_manifest
+
+        if not Path(self.pairs).expanduser().is_dir():
+            raise ValueError(f"pairs={self.pairs} is not a directory (build one with python -m undertale.data pairs)")
+        manifest = load_pairs_manifest(Path(self.pairs).expanduser())
+        if manifest is None:
+            raise ValueError(f"pairs={self.pairs} holds no complete pairs dataset (manifest.json missing or shards "
+                             "gone); build it with python -m undertale.data pairs")
+        missing = [level for level in {*self.levels, *self.validation_levels} if level not in manifest["levels"]]
+        if missing:
+            raise ValueError(f"pairs={self.pairs} was built at {', '.join(manifest['levels'])}, not at "
+                             f"{', '.join(sorted(missing))}; set data.levels and data.validation_levels to built levels")
+
+    def datamodule(self, tokenizer: str | Path, sequence_length: int) -> "PairsDataModule":
+        """Train and validation loaders over the pairs, tokenized with ``tokenizer``."""
+        from .pairs_dataset import PairsDataModule
+
+        return PairsDataModule(
+            str(Path(self.pairs).expanduser()), str(tokenizer), sequence_length, groups_per_batch=self.batch_size,
+            levels=self.levels, validation_levels=self.validation_levels, compilers=self.compilers,
+            min_instructions=self.min_instructions, max_tokens=self.max_tokens, packing=self.packing,
+            num_workers=self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
+        )

@@ -1,0 +1,249 @@
+"""Contrastive fine-tuning for function search: the encoder, a projection head and an InfoNCE loss.
+
+A training batch holds ``K`` groups (source functions) with two variants each
+(say ``-O0`` and ``-O3``). Each variant is embedded (the encoder's states
+pooled over the function's tokens, then projected and scaled to unit length),
+and each ``a`` variant must pick its own ``b`` among every ``b`` in the batch,
+and the other way round: the other groups are the negatives. Under DDP the
+embeddings of every rank are gathered (with gradients), so a query meets
+``world_size x K`` candidates.
+
+Validation embeds the validation pairs (query level vs partner level) and logs
+``val/mrr`` and ``val/recall@1`` at pool ``pool`` (32: the jTrans protocol of
+:mod:`undertale.evaluation.similarity`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import lightning
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .encoder import InstructionTraceTransformerEncoder
+from .optimization import DEFAULTS, OptimizerSettings, adamw_with_schedule
+from .similarity_settings import POOLINGS, check_similarity_settings
+
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tensor] = None,
+             b_all: Optional[Tensor] = None, offset: int = 0) -> Tensor:
+    """Symmetric InfoNCE: ``a[i]`` must find ``b[i]`` among ``b_all``, and ``b[i]`` find ``a[i]`` among ``a_all``.
+
+    Arguments:
+        a, b: (K, d) unit-length embeddings of this rank's two variants of K groups.
+        temperature: divides the cosine similarities (> 0).
+        a_all, b_all: (N, d) the embeddings of every rank (default: ``a`` and ``b``).
+        offset: where this rank's K rows start within ``a_all``/``b_all``.
+
+    Returns:
+        The mean of the two cross-entropies.
+    """
+    a_all = a if a_all is None else a_all
+    b_all = b if b_all is None else b_all
+    labels = torch.arange(a.shape[0], device=a.device) + offset
+    forward = F.cross_entropy((a @ b_all.T).float() / temperature, labels)
+    backward = F.cross_entropy((b @ a_all.T).float() / temperature, labels)
+    return (forward + backward) / 2
+
+
+def pool_functions(hidden: Tensor, owner: Tensor, count: int, pooling: str = "mean") -> Tensor:
+    """One vector per function from packed rows.
+
+    Arguments:
+        hidden: (rows, length, width) encoder states.
+        owner: (rows, length) the function each position belongs to, in ``[0, count)``; -1 for padding.
+            A function may span several segments (windows of a long function).
+        count: number of functions.
+        pooling: ``mean`` (over all the function's tokens) or ``first`` (its first token).
+
+    Returns:
+        (count, width) in float32.
+    """
+    width = hidden.shape[-1]
+    flat = hidden.reshape(-1, width).float()
+    owners = owner.reshape(-1)
+    real = owners >= 0
+    if pooling == "first":
+        # the first position of each function: positions ordered, keep the lowest index per owner
+        positions = torch.arange(owners.numel(), device=owners.device)
+        first = torch.full((count,), owners.numel(), device=owners.device, dtype=torch.long)
+        first = first.scatter_reduce(0, owners.clamp(min=0), torch.where(real, positions, owners.numel()), "amin")
+        return flat[first.clamp(max=owners.numel() - 1)]
+    sums = torch.zeros(count, width, device=hidden.device, dtype=flat.dtype)
+    sums.index_add_(0, owners[real], flat[real])
+    tokens = torch.zeros(count, device=hidden.device, dtype=flat.dtype)
+    tokens.index_add_(0, owners[real], torch.ones_like(owners[real], dtype=flat.dtype))
+    return sums / tokens.clamp(min=1).unsqueeze(1)
+
+
+class ProjectionHead(nn.Module):
+    """Pooled states to the search space: linear, GELU, linear (the SimCLR head)."""
+
+    def __init__(self, hidden_dimensions: int, projection_size: int):
+        super().__init__()
+        self.transform = nn.Linear(hidden_dimensions, hidden_dimensions)
+        self.activation = nn.GELU()
+        self.project = nn.Linear(hidden_dimensions, projection_size)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.project(self.activation(self.transform(pooled)))
+
+
+class InstructionTraceTransformerEncoderForSimilarity(lightning.LightningModule):
+    """Encoder plus projection head, trained with InfoNCE over in-batch (and cross-rank) negatives.
+
+    Arguments:
+        depth, hidden_dimensions, vocab_size, sequence_length, heads,
+        intermediate_dimensions, next_token_id, dropout, eps: see
+            :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
+        temperature: InfoNCE temperature (> 0).
+        projection_size: width of the search embeddings.
+        pooling: ``mean`` or ``first``.
+        pool: validation pool size for ``val/mrr`` and ``val/recall@1``.
+        lr, warmup, weight_decay, betas, schedule, final_lr: see
+            :class:`~undertale.models.optimization.OptimizerSettings`.
+
+    A batch holds ``tokens`` and ``mask`` (packed rows: ``mask`` names the segment),
+    ``owner`` (the function of each position, -1 for padding) and ``functions``
+    (their number); training batches put the ``a`` variants first and the ``b``
+    variants second; validation batches add ``pair`` and ``side`` per function.
+
+    Raises:
+        ValueError: for a setting out of range.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        hidden_dimensions: int,
+        vocab_size: int,
+        sequence_length: int,
+        heads: int,
+        intermediate_dimensions: int,
+        next_token_id: int,
+        dropout: float,
+        eps: float,
+        temperature: float = 0.05,
+        projection_size: int = 128,
+        pooling: str = "mean",
+        pool: int = 32,
+        lr: float = DEFAULTS.lr,
+        warmup: float = DEFAULTS.warmup,
+        weight_decay: float = DEFAULTS.weight_decay,
+        betas: Sequence[float] = DEFAULTS.betas,
+        schedule: str = DEFAULTS.schedule,
+        final_lr: float = DEFAULTS.final_lr,
+        **_: Any,
+    ):
+        super().__init__()
+        check_similarity_settings(temperature, projection_size, pooling, pool)
+        self.optimizer_settings = OptimizerSettings(lr, warmup, weight_decay, betas, schedule, final_lr)
+        self.save_hyperparameters()
+        self.encoder = InstructionTraceTransformerEncoder(
+            depth=depth, hidden_dimensions=hidden_dimensions, vocab_size=vocab_size,
+            sequence_length=sequence_length, heads=heads, intermediate_dimensions=intermediate_dimensions,
+            next_token_id=next_token_id, dropout=dropout, eps=eps,
+        )
+        self.projection = ProjectionHead(hidden_dimensions, projection_size)
+        self._validation: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Unit-length embeddings of the batch's functions, (functions, projection_size)."""
+        hidden = self.encoder(batch["tokens"], batch["mask"])
+        pooled = pool_functions(hidden, batch["owner"], int(batch["functions"]), self.hparams.pooling)
+        return F.normalize(self.projection(pooled).float(), dim=-1)
+
+    def _gather(self, embeddings: Tensor) -> Tensor:
+        if self.trainer is None or self.trainer.world_size == 1:
+            return embeddings
+        gathered = self.all_gather(embeddings, sync_grads=True)  # (world, K, d)
+        return gathered.reshape(-1, embeddings.shape[-1])
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        embeddings = self(batch)
+        groups = embeddings.shape[0] // 2
+        a, b = embeddings[:groups], embeddings[groups:]
+        a_all, b_all = self._gather(a), self._gather(b)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        loss = info_nce(a, b, self.hparams.temperature, a_all, b_all, offset=rank * groups)
+        with torch.no_grad():
+            accuracy = ((a @ b_all.T).argmax(-1) == torch.arange(groups, device=a.device) + rank * groups).float().mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", accuracy)
+        self.log("train/candidates", float(b_all.shape[0]))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._validation.append((self(batch).detach(), batch["pair"], batch["side"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._validation:
+            return
+        embeddings = torch.cat([item[0] for item in self._validation])
+        pairs = torch.cat([item[1] for item in self._validation]).to(embeddings.device)
+        sides = torch.cat([item[2] for item in self._validation]).to(embeddings.device)
+        self._validation.clear()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            embeddings, pairs, sides = self._gather_padded(embeddings, pairs, sides)
+        scores = validation_scores(embeddings.cpu().numpy(), pairs.cpu().numpy(), sides.cpu().numpy(),
+                                   self.hparams.pool, seed=0)
+        if scores["mrr"] is not None:
+            self.log_dict({"val/mrr": scores["mrr"], "val/recall@1": scores["recall@1"],
+                           "val/pairs": float(scores["queries"])}, prog_bar=True, sync_dist=False)
+
+    def _gather_padded(self, embeddings: Tensor, pairs: Tensor, sides: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every rank's validation embeddings (ranks may hold different counts: padded, then dropped)."""
+        count = torch.tensor([embeddings.shape[0]], device=embeddings.device)
+        most = int(self.all_gather(count).max())
+        pad = most - embeddings.shape[0]
+        embeddings = F.pad(embeddings, (0, 0, 0, pad))
+        pairs = F.pad(pairs, (0, pad), value=-1)
+        sides = F.pad(sides, (0, pad), value=-1)
+        embeddings, pairs, sides = (self.all_gather(x).reshape(-1, *x.shape[1:]) for x in (embeddings, pairs, sides))
+        keep = pairs >= 0
+        return embeddings[keep], pairs[keep], sides[keep]
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return self.optimizer_settings.warmup_steps(total_steps)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return adamw_with_schedule(self, self.optimizer_settings, self.trainer.estimated_stepping_batches)
+
+
+def validation_scores(embeddings: np.ndarray, pairs: np.ndarray, sides: np.ndarray, pool: int, seed: int = 0) -> dict:
+    """MRR and Recall@1 at pool ``pool`` of queries (side 0) against partners (side 1), by pair index."""
+    from ..evaluation.similarity import pools, search_scores
+
+    _, unique = np.unique(np.stack([pairs, sides]), axis=1, return_index=True)  # each function once
+    embeddings, pairs, sides = embeddings[unique], pairs[unique], sides[unique]
+    common = np.intersect1d(pairs[sides == 0], pairs[sides == 1])  # sorted pair indices with both sides
+    queries = embeddings[sides == 0][np.isin(pairs[sides == 0], common)]
+    partners = embeddings[sides == 1][np.isin(pairs[sides == 1], common)]
+    return search_scores(queries, partners, pools(len(common), pool, seed))
+
+
+def load_pretrained_encoder(module: nn.Module, run) -> str:
+    """Copy the encoder weights of a pretraining run's checkpoint into ``module.encoder``; the checkpoint used.
+
+    Raises:
+        ValueError: when the run has no intact checkpoint, or its encoder does not fit (other sizes).
+    """
+    checkpoint, _ = run.intact_checkpoint()
+    if checkpoint is None:
+        raise ValueError(f"pretrained={run.path} has no intact checkpoint")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    encoder = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
+    if not encoder:
+        raise ValueError(f"{checkpoint} holds no encoder weights")
+    own = module.encoder.state_dict()
+    wrong = [key for key, value in encoder.items() if key in own and own[key].shape != value.shape]
+    if wrong or own.keys() != encoder.keys():
+        raise ValueError(f"the encoder of {checkpoint} does not fit this model "
+                         f"({wrong[0] if wrong else 'other layers'}): its sizes or tokenizer differ")
+    module.encoder.load_state_dict(encoder)
+    return str(checkpoint)

@@ -1,0 +1,16 @@
+"""The settings of the similarity head and loss, checked without loading torch."""
+
+from __future__ import annotations
+
+POOLINGS = ("mean", "first")
+
+
+def check_similarity_settings(temperature: float, projection_size: int, pooling: str, pool: int) -> None:
+    """Raises ValueError naming the setting that is out of range."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    for name, value, low in (("projection_size", projection_size, 1), ("pool", pool, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
