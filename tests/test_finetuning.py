@@ -1,0 +1,207 @@
+"""task=similarity: contrastive fine-tuning for function search, on pairs compiled from generated C projects."""
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from undertale.data.pairs import build_pairs
+from undertale.data.pairs_dataset import GroupPairsDataset, pack_functions
+from undertale.models.similarity import (InstructionTraceTransformerEncoderForSimilarity, info_nce,
+                                         load_pretrained_encoder, pool_functions)
+from undertale.runs import RunDirectory
+from undertale.training.checks import compose_command_line
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+
+TEMPLATES = [
+    "int {name}(const int *v, int n, int k) {{ int acc = {a}; for (int i = 0; i < n; i++) {{ acc = acc {op} "
+    "(v[i] * {b}); if (acc > {c}) acc -= k; }} return acc; }}",
+    "unsigned {name}(const char *s) {{ unsigned h = {a}u; while (*s) {{ h = (h << {b}) {op} (unsigned char)*s++; "
+    "if (h & {c}u) h ^= 0x5bd1e995u; }} return h; }}",
+    "int {name}(int x, int y) {{ switch (x % {b}) {{ case 0: return y {op} {a}; case 1: return y * {c}; "
+    "case 2: return {name}_helper(x - 1, y); default: return x {op} y; }} }}",
+    "long {name}(long n) {{ long a = {a}, b = {b}; for (long i = 0; i < n; i++) {{ long t = a {op} b; a = b; "
+    "b = t % {c}; }} return a; }}",
+    "void {name}(int *v, int n) {{ for (int i = 1; i < n; i++) {{ int key = v[i], j = i - 1; "
+    "while (j >= 0 && v[j] {cmp} key) {{ v[j + 1] = v[j] {op} {a}; j--; }} v[j + 1] = key + {b}; }} }}",
+]
+
+
+def generated_project(root: Path, name: str, functions: int, seed: int) -> Path:
+    """A C project of ``functions`` functions from varied templates, constants and operators."""
+    rng = random.Random(seed)
+    lines = []
+    for index in range(functions):
+        template = TEMPLATES[index % len(TEMPLATES)]
+        function = f"{name}_{index}"
+        if "_helper" in template:
+            lines.append(f"static int {function}_helper(int x, int y) {{ return x * {rng.randint(2, 9)} + y; }}")
+        lines.append(template.format(name=function, a=rng.randint(1, 999), b=rng.randint(2, 7), c=rng.randint(100, 9999),
+                                     op=rng.choice(["+", "^", "-", "|"]), cmp=rng.choice([">", "<"])))
+    (root / name).mkdir(parents=True)
+    (root / name / f"{name}.c").write_text("\n".join(lines) + "\n")
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """Three generated projects at O0 and O3: two train, one validation (split by project)."""
+    root = tmp_path_factory.mktemp("projects")
+    sources = [generated_project(root, name, 60, seed) for seed, name in enumerate(("alpha", "bravo", "charlie"))]
+    output = root / "pairs"
+    manifest = build_pairs(output, sources, levels=("O0", "O3"), compilers=("gcc",), split=(0.6, 0.4, 0.0),
+                           workers=2, progress=False)
+    assert len(manifest["projects"]["train"]) == 2 and len(manifest["projects"]["validation"]) == 1
+    return output
+
+
+def finetune_overrides(pairs: Path, pretrained: Path, steps: int) -> list[str]:
+    return ["task=similarity", f"pretrained={pretrained}", f"data.pairs={pairs}", "data.levels=[O0,O3]",
+            "data.batch_size=8", "data.max_tokens=128", "trainer=cpu", "callbacks=none", f"trainer.max_steps={steps}",
+            "trainer.val_check_interval=4", "trainer.log_every_n_steps=1", "optimizer.lr=1e-3", "optimizer.warmup=0"]
+
+
+def test_info_nce_equals_the_hand_computed_value():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    t = 0.5
+    # a0 vs b: similarities 0.6, 0.0 (own first); a1: 0.8, 1.0 (own second)
+    forward = (-math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(0.0 / t)))
+               - math.log(math.exp(1.0 / t) / (math.exp(0.8 / t) + math.exp(1.0 / t)))) / 2
+    # b0 vs a: 0.6, 0.8 (own first); b1: 0.0, 1.0 (own second)
+    backward = (-math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(0.8 / t)))
+                - math.log(math.exp(1.0 / t) / (math.exp(0.0 / t) + math.exp(1.0 / t)))) / 2
+    assert info_nce(a, b, t).item() == pytest.approx((forward + backward) / 2, rel=1e-6)
+    # a rank's rows among gathered candidates: the same value when the other rank's rows are far away
+    far = -torch.ones(2, 2) / math.sqrt(2)
+    gathered = info_nce(a, b, t, a_all=torch.cat([far, a]), b_all=torch.cat([far, b]), offset=2)
+    assert gathered.item() > info_nce(a, b, t).item()  # more negatives: a larger loss
+    assert gathered.item() == pytest.approx(info_nce(a, b, t, a_all=torch.cat([a, far]), b_all=torch.cat([b, far])).item())
+
+
+def test_a_batch_never_holds_a_group_twice_and_pairs_two_different_variants():
+    rng = np.random.default_rng(0)
+    variants = [[[group * 10 + variant] * 3 for variant in range(rng.integers(2, 5))] for group in range(101)]
+    seen = []
+    for rank in range(2):
+        dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0, rank=rank, world_size=2)
+        assert len(dataset) == 101 // 8 // 2
+        for batch in dataset:
+            owner, tokens = batch["owner"], batch["tokens"]
+            first = [int(tokens[owner == index][0]) for index in range(int(batch["functions"]))]
+            groups_a, groups_b = [token // 10 for token in first[:8]], [token // 10 for token in first[8:]]
+            assert len(set(groups_a)) == 8 and groups_a == groups_b, "K distinct groups, a and b of the same group"
+            assert all(x % 10 != y % 10 for x, y in zip(first[:8], first[8:])), "two different variants"
+            seen.extend(groups_a)
+    assert len(seen) == len(set(seen)), "a group is in one batch of the epoch, across ranks"
+    dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0)
+    full = [batch["tokens"] for batch in dataset]
+    dataset.resume_at(3)
+    resumed = [batch["tokens"] for batch in dataset]
+    assert len(resumed) == len(full) - 3 and all(torch.equal(x, y) for x, y in zip(resumed, full[3:]))
+    dataset.set_epoch(1)
+    assert not torch.equal(next(iter(dataset))["tokens"], full[0]), "each epoch pairs other groups"
+
+
+def test_packed_rows_keep_each_function_and_pooling_matches_one_function_per_row():
+    functions = [list(range(1, 40)), list(range(50, 55)), list(range(60, 130)), [7]]
+    packed = pack_functions(functions, 32, pad_id=0, packing=True)
+    plain = pack_functions(functions, 32, pad_id=0, packing=False)
+    assert packed["tokens"].shape[0] < plain["tokens"].shape[0]
+    for batch in (packed, plain):
+        for index, ids in enumerate(functions):
+            assert sorted(batch["tokens"][batch["owner"] == index].tolist()) == sorted(ids)
+    hidden = torch.randn(1, 8, 4)
+    owner = torch.tensor([[0, 0, 1, 1, 1, 0, -1, -1]])
+    mean = pool_functions(hidden, owner, 2)
+    assert torch.allclose(mean[0], hidden[0, [0, 1, 5]].mean(0)) and torch.allclose(mean[1], hidden[0, 2:5].mean(0))
+    assert torch.equal(pool_functions(hidden, owner, 2, "first"), hidden[0, [0, 2]])
+
+
+def test_a_few_steps_raise_validation_mrr_above_its_start(pairs, trained_run):
+    from hydra.utils import instantiate
+
+    cfg = compose_command_line(finetune_overrides(pairs, trained_run, steps=24))
+    task = instantiate(cfg.task)
+    task.check(cfg)
+    lightning.seed_everything(0)
+    parts = task.build(cfg, progress=False)
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=24, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                                check_val_every_n_epoch=100)
+    before = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    after = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
+    assert after > before + 0.05, (before, after)
+
+
+def run_train(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, env=os.environ | ENVIRONMENT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, trained_run, tmp_path):
+    other = json.loads((trained_run / "tokenizer.json").read_text())
+    other["added_tokens"] = other["added_tokens"][:-1]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    cases = {
+        "model=small": "model sizes differ from pretrained",
+        f"data.tokenizer={tmp_path / 'other.json'}": "differs from the tokenizer of pretrained",
+        f"pretrained={tmp_path}": "has no config.yaml",
+        "data.pairs=/nonexistent": "is not a directory",
+    }
+    for override, message in cases.items():
+        result = run_train(*finetune_overrides(pairs, trained_run, 2), override)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+    small = InstructionTraceTransformerEncoderForSimilarity(depth=1, hidden_dimensions=32, vocab_size=50,
+                                                            sequence_length=64, heads=2, intermediate_dimensions=64,
+                                                            next_token_id=5, dropout=0.0, eps=1e-12)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        load_pretrained_encoder(small, RunDirectory(trained_run))
+
+
+@pytest.fixture(scope="module")
+def ddp_run(pairs, trained_run, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finetuned") / "run"
+    result = run_train(*finetune_overrides(pairs, trained_run, steps=4), "trainer=ddp_cpu", "data.batch_size=4",
+                       "logger=csv", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TF-IDF" in result.stdout
+    return run_dir
+
+
+def test_ddp_cpu_gathers_negatives_from_both_ranks(ddp_run):
+    metrics = json.loads((ddp_run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 4 and metrics["status"] == "finished"
+    assert metrics["val/mrr"] is not None and metrics["baseline/tfidf_mrr"] is not None
+    rows = list(csv.DictReader((ddp_run / "csv" / "metrics.csv").open()))
+    candidates = {float(row["train/candidates"]) for row in rows if row.get("train/candidates")}
+    assert candidates == {8.0}, "each query meets the 4 groups of both ranks"
+    assert (ddp_run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs, trained_run):
+    result = subprocess.run([sys.executable, "evaluate.py", "task=similarity", f"run={ddp_run}", f"pairs={pairs}",
+                             "split=validation", "logger=none"], cwd=ROOT, env=os.environ | ENVIRONMENT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    systems = json.loads((ddp_run / "similarity.json").read_text())["comparisons"]["O0-O3 (gcc)"]["systems"]
+    assert list(systems) == ["model", "pretrained", "untrained", "tf-idf"]
+    assert systems["model"]["32"]["mrr"] != systems["pretrained"]["32"]["mrr"]
