@@ -9,7 +9,7 @@
 # SRC_DIR  where the Debian source packages are downloaded and unpacked (default: ~/src/similarity);
 #          SRC_DIR/stage/ receives one trimmed copy per project (see "Staging" below)
 #
-# Environment: SEED (project split seed, default 1), WORKERS (parallel compilations, default 2),
+# Environment: SEED (project split seed, default 182), WORKERS (parallel compilations, default 2),
 # LEVELS (default O0,O1,O2,O3), COMPILERS (default gcc), STAGE_ONLY=1 (download and stage, no build).
 #
 # Runs on Debian bookworm with gcc, dpkg-dev and the undertale package installed. Downloading needs

@@ -30,7 +30,7 @@
 # Environment knobs:
 #   OUT                     where the returned files go (default ./gpu-check-out)
 #   GPU_CHECK_CPU=1         CPU rehearsal (see above)
-#   GPU_CHECK_BUDGET        seconds for the whole script (default 510; 1500 with GPU_CHECK_CPU=1); each step's timeout is cut so that the
+#   GPU_CHECK_BUDGET        seconds for the whole script (default 550; 1500 with GPU_CHECK_CPU=1); each step's timeout is cut so that the
 #                           later steps keep a minimum share, and a step with under 15 s left is skipped
 #   GPU_CHECK_WORK          run directories and cache (default /tmp/undertale-gpu-check; runs/ is emptied first)
 #   GPU_CHECK_DATA          extra data overrides for every step, space-separated (e.g. "data.max_functions=20000")
@@ -47,7 +47,7 @@ OUT=${OUT:-$REPO/gpu-check-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 CPU=${GPU_CHECK_CPU:-0}
-BUDGET=${GPU_CHECK_BUDGET:-$([ "${GPU_CHECK_CPU:-0}" = 1 ] && echo 1500 || echo 510)}
+BUDGET=${GPU_CHECK_BUDGET:-$([ "${GPU_CHECK_CPU:-0}" = 1 ] && echo 1500 || echo 550)}
 WORK=${GPU_CHECK_WORK:-/tmp/undertale-gpu-check}
 RUNS=$WORK/runs
 LOGS=$WORK/logs
@@ -92,7 +92,7 @@ now() { date +%s.%N; }
 remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 
 {
-    echo "undertale GPU check ($MODE), started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+    echo "undertale GPU check ($MODE), started $(date -u +%Y-%m-%dT%H:%M:%SZ) on ${HOSTNAME:-?}"
     echo "repo $REPO; OUT $OUT; work $WORK; cache $UNDERTALE_CACHE; budget ${BUDGET}s; python $PY"
     echo
     printf '%-14s %6s %8s %7s  %s\n' step rc seconds limit note
@@ -129,7 +129,7 @@ step() {
     [ "$rc" = 2 ] && note="$(grep -m1 '^error:' "$log" | cut -c1-160)"
     record "$name" "$rc" "$secs" "$limit" "$note"
     echo "=== [$name] rc=$rc in ${secs}s $note" | tee -a "$OUT/steps.log"
-    tail -n 8 "$log" | cut -c1-300
+    grep -v "^wandb:" "$log" | tail -n 8 | cut -c1-300
     LAST_RC=$rc
     return 0
 }
@@ -304,44 +304,55 @@ install() {
     fi
     "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-cache-dir -e "$REPO" ||
         echo "editable install failed: the project is imported through PYTHONPATH=$REPO"
-    "$PY" -c "import hydra, omegaconf, wandb, capstone, elftools, undertale, transformers; \
+    "$PY" -c "import transformers; print('transformers', transformers.__version__)" ||
+        echo "no transformers: the bench's HuggingFace row will be skipped"
+    "$PY" -c "import hydra, omegaconf, wandb, capstone, elftools, undertale; \
 print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'wandb', wandb.__version__, \
-'capstone', capstone.__version__, 'transformers', transformers.__version__, 'undertale', undertale.__file__)"
+'capstone', capstone.__version__, 'undertale', undertale.__file__)"
 }
 export -f install
 if [ "$CPU" = 1 ]; then
     record install skip 0 0 "cpu rehearsal: no wheel install"
 else
-    step install 150 300 -- bash -c install
+    step install 150 320 -- bash -c install
+fi
+
+# W&B offline is the default logger; if wandb does not import, the runs log to CSV so that the rest still runs
+LOGGER=(logger=wandb)
+EVAL_LOGGER=(logger=wandb)
+if ! "$PY" -c "import wandb" >/dev/null 2>&1; then
+    LOGGER=(logger=csv)
+    EVAL_LOGGER=(logger=none)
+    echo "wandb does not import: the runs below use logger=csv, evaluate logger=none" | tee -a "$OUT/summary.txt"
 fi
 
 # ---------------------------------------------------------------- step 2: data
 # What `python train.py` prepares by default (data=system, 50,000 functions, sequence 512 for small/medium).
-step data 120 280 -- "$PY" "$WORK/prepare.py" model=$MODEL ${DATA[@]+"${DATA[@]}"}
+step data 120 290 -- "$PY" "$WORK/prepare.py" model=$MODEL ${DATA[@]+"${DATA[@]}"}
 if [ "$LAST_RC" != 0 ] && [ "$CPU" != 1 ] && [ -z "${GPU_CHECK_DATA:-}" ]; then
     # A huge library among the system directories can hold up the default build: narrow it to /usr/bin, /usr/sbin.
     DATA=("data.paths=[/usr/bin,/usr/sbin]")
-    step data_fallback 90 280 -- "$PY" "$WORK/prepare.py" model=$MODEL "${DATA[@]}"
+    step data_fallback 90 290 -- "$PY" "$WORK/prepare.py" model=$MODEL "${DATA[@]}"
 fi
 echo "data overrides for the following steps: ${DATA[*]:-none}" | tee -a "$OUT/summary.txt"
 
 # ---------------------------------------------------------------- step 3: bench
-step bench 240 200 -- "$PY" -m undertale.bench "${BENCH[@]}" ${DATA[@]+"${DATA[@]}"}
+step bench 270 200 -- "$PY" -m undertale.bench "${BENCH[@]}" ${DATA[@]+"${DATA[@]}"}
 cp "$LOGS/bench.log" "$OUT/bench.txt" 2>/dev/null
 collect
 
 # ---------------------------------------------------------------- step 4: single-GPU training
 GPU_RUN=$RUNS/gpu
-step train_gpu 150 150 -- "$PY" train.py "${TRAIN_GPU[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
+step train_gpu 150 140 -- "$PY" train.py "${TRAIN_GPU[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
     trainer.max_steps=$GPU_STEPS trainer.val_check_interval=$GPU_VAL trainer.log_every_n_steps=10 \
-    callbacks.checkpoint.every_n_train_steps=$GPU_VAL logger=wandb "hydra.run.dir=$GPU_RUN"
+    callbacks.checkpoint.every_n_train_steps=$GPU_VAL "${LOGGER[@]}" "hydra.run.dir=$GPU_RUN"
 cp "$GPU_RUN/metrics.json" "$WORK/metrics-gpu-before-resume.json" 2>/dev/null
 collect
 
 # ---------------------------------------------------------------- step 5: DDP, one device
-step train_ddp 110 110 -- "$PY" train.py "${TRAIN_DDP[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
+step train_ddp 110 105 -- "$PY" train.py "${TRAIN_DDP[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
     trainer.max_steps=$SHORT_STEPS trainer.val_check_interval=$SHORT_VAL trainer.log_every_n_steps=10 \
-    callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "hydra.run.dir=$RUNS/ddp"
+    callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "${LOGGER[@]}" "hydra.run.dir=$RUNS/ddp"
 collect
 
 # ---------------------------------------------------------------- step 6: resume the single-GPU run
@@ -350,7 +361,7 @@ step resume 100 70 -- "$PY" train.py "resume=$GPU_RUN" trainer.max_steps=$RESUME
 collect
 
 # ---------------------------------------------------------------- step 7: evaluate the single-GPU run
-step evaluate 70 50 -- "$PY" evaluate.py "run=$GPU_RUN" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
+step evaluate 70 50 -- "$PY" evaluate.py "run=$GPU_RUN" "${EVAL_LOGGER[@]}" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
 collect
 
 # ---------------------------------------------------------------- step 8: FSDP, one device
@@ -359,23 +370,24 @@ if [ "$CPU" = 1 ]; then
 else
     step train_fsdp 110 10 -- "$PY" train.py trainer=fsdp trainer.devices=1 model=$MODEL ${DATA[@]+"${DATA[@]}"} \
         trainer.max_steps=$SHORT_STEPS trainer.val_check_interval=$SHORT_VAL trainer.log_every_n_steps=10 \
-        callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "hydra.run.dir=$RUNS/fsdp"
+        callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "${LOGGER[@]}" "hydra.run.dir=$RUNS/fsdp"
     if [ "$LAST_RC" != 0 ] && [ "$(remaining)" -gt 70 ]; then
         # tells a torch.compile + FSDP problem apart from an FSDP one
         step train_fsdp_eager 90 10 -- "$PY" train.py trainer=fsdp trainer.devices=1 model=$MODEL compile=false \
             ${DATA[@]+"${DATA[@]}"} trainer.max_steps=$SHORT_STEPS trainer.val_check_interval=$SHORT_VAL \
-            callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "hydra.run.dir=$RUNS/fsdp_eager"
+            callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "${LOGGER[@]}" "hydra.run.dir=$RUNS/fsdp_eager"
     fi
 fi
 collect
 
 # ---------------------------------------------------------------- step 9: similarity fine-tuning (placeholder)
 # PLACEHOLDER: task=similarity (train.py) and its keys (pretrained=, data.pairs=) are being built by another
-# engineer; adjust these two command lines to what lands. Runs only when $SIMILARITY_PAIRS is a directory
-# (a pairs dataset from `python -m undertale.data pairs`, which has to be carried: the device has no network).
+# engineer (docs/finetuning.md); adjust these two command lines to what lands (its docs evaluate with split=test).
+# Runs only when $SIMILARITY_PAIRS is a directory: a pairs dataset from `python -m undertale.data pairs`
+# (experiments/similarity_data.sh), which has to be carried (e.g. under .device/, named in carry): no network there.
 similarity_step() {
-    local trainer=(trainer=gpu)
-    [ "$CPU" = 1 ] && trainer=(trainer=cpu trainer.max_steps=10)
+    local trainer=(trainer=gpu trainer.max_steps=200 trainer.val_check_interval=100)
+    [ "$CPU" = 1 ] && trainer=(trainer=cpu trainer.max_steps=10 trainer.val_check_interval=5)
     "$PY" train.py task=similarity "pretrained=$GPU_RUN" "data.pairs=$SIMILARITY_PAIRS" "${trainer[@]}" \
         "hydra.run.dir=$RUNS/similarity" || return $?
     "$PY" evaluate.py task=similarity "run=$RUNS/similarity" "pairs=$SIMILARITY_PAIRS"
@@ -414,6 +426,11 @@ collect
     echo
     echo "files in OUT: $(ls "$OUT" | tr '\n' ' ')"
 } >>"$OUT/summary.txt"
+# each returned file must stay under 16 MiB
+if [ "$(stat -c %s "$OUT/steps.log")" -gt 15000000 ]; then
+    { head -c 5000000 "$OUT/steps.log"; printf '\n\n[... cut: steps.log was over 15 MB ...]\n\n'
+      tail -c 9000000 "$OUT/steps.log"; } >"$WORK/steps.cut" && mv "$WORK/steps.cut" "$OUT/steps.log"
+fi
 # only plain files directly under $OUT come back (at most 8): say so if anything else is there
 extra=$(find "$OUT" -mindepth 1 -maxdepth 1 -not -type f | head -5)
 [ -n "$extra" ] && echo "warning: not plain files under $OUT (will not come back): $extra" | tee -a "$OUT/summary.txt"

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from undertale.data.pairs import build_pairs
 from undertale.data.pairs_dataset import GroupPairsDataset, pack_functions
 from undertale.models.similarity import (InstructionTraceTransformerEncoderForSimilarity, info_nce,
                                          load_pretrained_encoder, pool_functions)
@@ -28,46 +26,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
-TEMPLATES = [
-    "int {name}(const int *v, int n, int k) {{ int acc = {a}; for (int i = 0; i < n; i++) {{ acc = acc {op} "
-    "(v[i] * {b}); if (acc > {c}) acc -= k; }} return acc; }}",
-    "unsigned {name}(const char *s) {{ unsigned h = {a}u; while (*s) {{ h = (h << {b}) {op} (unsigned char)*s++; "
-    "if (h & {c}u) h ^= 0x5bd1e995u; }} return h; }}",
-    "int {name}(int x, int y) {{ switch (x % {b}) {{ case 0: return y {op} {a}; case 1: return y * {c}; "
-    "case 2: return {name}_helper(x - 1, y); default: return x {op} y; }} }}",
-    "long {name}(long n) {{ long a = {a}, b = {b}; for (long i = 0; i < n; i++) {{ long t = a {op} b; a = b; "
-    "b = t % {c}; }} return a; }}",
-    "void {name}(int *v, int n) {{ for (int i = 1; i < n; i++) {{ int key = v[i], j = i - 1; "
-    "while (j >= 0 && v[j] {cmp} key) {{ v[j + 1] = v[j] {op} {a}; j--; }} v[j + 1] = key + {b}; }} }}",
-]
-
-
-def generated_project(root: Path, name: str, functions: int, seed: int) -> Path:
-    """A C project of ``functions`` functions from varied templates, constants and operators."""
-    rng = random.Random(seed)
-    lines = []
-    for index in range(functions):
-        template = TEMPLATES[index % len(TEMPLATES)]
-        function = f"{name}_{index}"
-        if "_helper" in template:
-            lines.append(f"static int {function}_helper(int x, int y) {{ return x * {rng.randint(2, 9)} + y; }}")
-        lines.append(template.format(name=function, a=rng.randint(1, 999), b=rng.randint(2, 7), c=rng.randint(100, 9999),
-                                     op=rng.choice(["+", "^", "-", "|"]), cmp=rng.choice([">", "<"])))
-    (root / name).mkdir(parents=True)
-    (root / name / f"{name}.c").write_text("\n".join(lines) + "\n")
-    return root / name
-
-
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    """Three generated projects at O0 and O3: two train, one validation (split by project)."""
-    root = tmp_path_factory.mktemp("projects")
-    sources = [generated_project(root, name, 60, seed) for seed, name in enumerate(("alpha", "bravo", "charlie"))]
-    output = root / "pairs"
-    manifest = build_pairs(output, sources, levels=("O0", "O3"), compilers=("gcc",), split=(0.6, 0.4, 0.0),
-                           workers=2, progress=False)
-    assert len(manifest["projects"]["train"]) == 2 and len(manifest["projects"]["validation"]) == 1
-    return output
+def pairs(generated_pairs) -> Path:
+    return generated_pairs
 
 
 def finetune_overrides(pairs: Path, pretrained: Path, steps: int) -> list[str]:

@@ -27,6 +27,7 @@ from undertale.models.optimization import OptimizerSettings
 from undertale.training.callbacks import DataEpoch
 from undertale.config import sizes_of
 from undertale.training.checks import check_config
+from undertale.training.errors import ConfigError
 from undertale.training.wandb_offline import read_offline_run
 
 from conftest import ROOT, SEQUENCE_LENGTH, prepare_small, small
@@ -262,7 +263,7 @@ def group_options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "group", ["trainer", "optimizer", "masking", "data", "logger", "callbacks", "model"],
+    "group", ["trainer", "optimizer", "masking", "data", "logger", "callbacks", "model", "task"],
 )
 def test_every_option_of_every_group_composes(group):
     options = group_options(group)
@@ -273,10 +274,16 @@ def test_every_option_of_every_group_composes(group):
             overrides.append("data.paths=[/usr/bin/ls]")
         if option == "parquet":
             overrides.append("data.directory=/tmp")
+        if option in ("pairs", "similarity"):  # fine-tuning's data and task: they need a pairs build to check
+            overrides = ["task=similarity", "data.pairs=/nonexistent"]
         with initialize_config_dir(str(CONF), version_base="1.3"):
             config = compose("train", overrides=overrides)
         resolved = OmegaConf.to_container(config, resolve=True)
         assert resolved[group] is not None, option
+        if option in ("pairs", "similarity"):
+            with pytest.raises(ConfigError, match="pairs=/nonexistent is not a directory"):
+                check_config(config)
+            continue
         check_config(config)
     if group == "model":
         assert options == sorted(Sizes.options)

@@ -277,3 +277,19 @@ def test_projects_built_by_their_own_command(tmp_path):
     [failure] = {(f["project"], f["level"]) for f in manifest["failed"] if f["level"] == "O0"}
     assert failure == ("broken", "O0") and "missing.c" in manifest["failed"][0]["error"]
     assert not (good / "src" / "one.o").exists(), "the project's own tree is never built in"
+
+
+def test_linked_subdirectories_are_followed_and_a_link_cycle_ends(tmp_path):
+    from undertale.data.pairs import _c_files
+
+    elsewhere = tmp_path / "elsewhere" / "lib"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "linked.c").write_text("int linked(void) { return 1; }\n")
+    project = tmp_path / "project"
+    (project / ".pc").mkdir(parents=True)
+    (project / ".pc" / "patched.c").write_text("int old(void) { return 0; }\n")
+    (project / "top.c").write_text("int top(void) { return 2; }\n")
+    (project / "lib").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(project, target_is_directory=True)
+    names = sorted(path.relative_to(project).as_posix() for path in _c_files(project))
+    assert names == ["lib/linked.c", "top.c"], "the link is followed, .pc is not, the cycle back is not walked"

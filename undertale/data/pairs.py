@@ -186,11 +186,20 @@ def find_projects(sources: Sequence[str | os.PathLike]) -> list[Project]:
 
 
 def _c_files(root: Path) -> list[Path]:
-    """The ``.c`` files under ``root``, outside hidden directories (``.git``, Debian's ``.pc`` patch copies)."""
-    return sorted(
-        path for path in root.rglob("*.c")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
-    )
+    """The ``.c`` files under ``root``, outside hidden directories (``.git``, Debian's ``.pc`` patch copies).
+
+    Linked subdirectories are followed (``Path.rglob`` would skip them on Python 3.11).
+    """
+    found, visited = [], set()
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited:  # a link cycle
+            subdirectories[:] = []
+            continue
+        visited.add(real)
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        found.extend(Path(directory) / name for name in files if name.endswith(".c"))
+    return sorted(path for path in found if path.is_file())
 
 
 def find_compilers(compilers: str | Sequence[str]) -> tuple[dict[str, str], list[str]]:
