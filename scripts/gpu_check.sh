@@ -13,11 +13,11 @@
 #   3 bench      python -m undertale.bench model=medium data.batch_size=32 (HF BertForMaskedLM sdpa+compile,
 #                padded vs packed, loader)
 #   4 train_gpu  train.py trainer=gpu model=small: bf16, compile=auto, 300 steps, 3 validations, checkpoints
-#   5 train_ddp  train.py trainer=ddp trainer.devices=1 model=small, 100 steps
+#   5 train_ddp  train.py trainer=ddp trainer.devices=1 model=small, 60 steps
 #   6 resume     train.py resume=<gpu run> trainer.max_steps=400
 #   7 evaluate   evaluate.py run=<gpu run>
-#   8 train_fsdp train.py trainer=fsdp trainer.devices=1 model=small, 100 steps (retried with compile=false on failure)
-#   9 similarity only when $SIMILARITY_PAIRS is a directory (placeholder: task=similarity is being built)
+#   8 similarity train.py task=similarity pretrained=<gpu run> on .device/pairs, 300 steps; evaluate.py on its test split
+#   9 train_fsdp train.py trainer=fsdp trainer.devices=1 model=small, 60 steps (retried with compile=false on failure)
 #  10 collect    results.json / runs.txt / W&B offline check
 #
 # Everything that comes back is written under $OUT (default ./gpu-check-out), at most 8 plain files, no folders
@@ -47,7 +47,7 @@ OUT=${OUT:-$REPO/gpu-check-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 CPU=${GPU_CHECK_CPU:-0}
-BUDGET=${GPU_CHECK_BUDGET:-$([ "${GPU_CHECK_CPU:-0}" = 1 ] && echo 1500 || echo 550)}
+BUDGET=${GPU_CHECK_BUDGET:-$([ "${GPU_CHECK_CPU:-0}" = 1 ] && echo 1500 || echo 560)}
 WORK=${GPU_CHECK_WORK:-/tmp/undertale-gpu-check}
 RUNS=$WORK/runs
 LOGS=$WORK/logs
@@ -79,7 +79,7 @@ else
     MODEL=small
     TRAIN_GPU=(trainer=gpu)
     TRAIN_DDP=(trainer=ddp trainer.devices=1)
-    GPU_STEPS=300 GPU_VAL=100 RESUME_STEPS=400 SHORT_STEPS=100 SHORT_VAL=50
+    GPU_STEPS=300 GPU_VAL=100 RESUME_STEPS=400 SHORT_STEPS=60 SHORT_VAL=30
     BENCH=(model=medium data.batch_size=32)
     EVAL_ARGS=()
     DATA_DEFAULT=""
@@ -314,7 +314,7 @@ export -f install
 if [ "$CPU" = 1 ]; then
     record install skip 0 0 "cpu rehearsal: no wheel install"
 else
-    step install 150 320 -- bash -c install
+    step install 150 400 -- bash -c install
 fi
 
 # W&B offline is the default logger; if wandb does not import, the runs log to CSV so that the rest still runs
@@ -328,47 +328,69 @@ fi
 
 # ---------------------------------------------------------------- step 2: data
 # What `python train.py` prepares by default (data=system, 50,000 functions, sequence 512 for small/medium).
-step data 120 290 -- "$PY" "$WORK/prepare.py" model=$MODEL ${DATA[@]+"${DATA[@]}"}
+step data 120 380 -- "$PY" "$WORK/prepare.py" model=$MODEL ${DATA[@]+"${DATA[@]}"}
 if [ "$LAST_RC" != 0 ] && [ "$CPU" != 1 ] && [ -z "${GPU_CHECK_DATA:-}" ]; then
     # A huge library among the system directories can hold up the default build: narrow it to /usr/bin, /usr/sbin.
     DATA=("data.paths=[/usr/bin,/usr/sbin]")
-    step data_fallback 90 290 -- "$PY" "$WORK/prepare.py" model=$MODEL "${DATA[@]}"
+    step data_fallback 90 380 -- "$PY" "$WORK/prepare.py" model=$MODEL "${DATA[@]}"
 fi
 echo "data overrides for the following steps: ${DATA[*]:-none}" | tee -a "$OUT/summary.txt"
 
 # ---------------------------------------------------------------- step 3: bench
-step bench 270 200 -- "$PY" -m undertale.bench "${BENCH[@]}" ${DATA[@]+"${DATA[@]}"}
+step bench 200 260 -- "$PY" -m undertale.bench "${BENCH[@]}" ${DATA[@]+"${DATA[@]}"}
 cp "$LOGS/bench.log" "$OUT/bench.txt" 2>/dev/null
 collect
 
 # ---------------------------------------------------------------- step 4: single-GPU training
 GPU_RUN=$RUNS/gpu
-step train_gpu 150 140 -- "$PY" train.py "${TRAIN_GPU[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
+step train_gpu 100 200 -- "$PY" train.py "${TRAIN_GPU[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
     trainer.max_steps=$GPU_STEPS trainer.val_check_interval=$GPU_VAL trainer.log_every_n_steps=10 \
     callbacks.checkpoint.every_n_train_steps=$GPU_VAL "${LOGGER[@]}" "hydra.run.dir=$GPU_RUN"
 cp "$GPU_RUN/metrics.json" "$WORK/metrics-gpu-before-resume.json" 2>/dev/null
 collect
 
 # ---------------------------------------------------------------- step 5: DDP, one device
-step train_ddp 110 105 -- "$PY" train.py "${TRAIN_DDP[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
+step train_ddp 60 170 -- "$PY" train.py "${TRAIN_DDP[@]}" model=$MODEL ${DATA[@]+"${DATA[@]}"} \
     trainer.max_steps=$SHORT_STEPS trainer.val_check_interval=$SHORT_VAL trainer.log_every_n_steps=10 \
     callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "${LOGGER[@]}" "hydra.run.dir=$RUNS/ddp"
 collect
 
 # ---------------------------------------------------------------- step 6: resume the single-GPU run
 # Only ALLOWED_ON_RESUME keys may change (undertale/training/resume.py); the run keeps its own config and directory.
-step resume 100 70 -- "$PY" train.py "resume=$GPU_RUN" trainer.max_steps=$RESUME_STEPS
+step resume 60 140 -- "$PY" train.py "resume=$GPU_RUN" trainer.max_steps=$RESUME_STEPS
 collect
 
 # ---------------------------------------------------------------- step 7: evaluate the single-GPU run
-step evaluate 70 50 -- "$PY" evaluate.py "run=$GPU_RUN" "${EVAL_LOGGER[@]}" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
+step evaluate 45 120 -- "$PY" evaluate.py "run=$GPU_RUN" "${EVAL_LOGGER[@]}" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
 collect
 
-# ---------------------------------------------------------------- step 8: FSDP, one device
+# ---------------------------------------------------------------- step 8: similarity fine-tuning
+# task=similarity from the single-GPU run (docs/finetuning.md): InfoNCE on function pairs, bf16 + compile, then
+# the function-search table on the held-out test projects. The pairs (experiments/similarity_data.sh) are carried
+# in .device/pairs (no network there); SIMILARITY_PAIRS names another directory.
+SIMILARITY_PAIRS=${SIMILARITY_PAIRS:-$REPO/.device/pairs}
+similarity_step() {
+    local trainer=(trainer=gpu trainer.max_steps=300 trainer.val_check_interval=100 data.batch_size=64)
+    [ "$CPU" = 1 ] && trainer=(trainer=cpu trainer.max_steps=10 trainer.val_check_interval=5 data.batch_size=16)
+    "$PY" train.py task=similarity "pretrained=$GPU_RUN" "data.pairs=$SIMILARITY_PAIRS" "${trainer[@]}" \
+        trainer.log_every_n_steps=10 $SIM_LOGGER "hydra.run.dir=$RUNS/similarity" || return $?
+    "$PY" evaluate.py task=similarity "run=$RUNS/similarity" "pairs=$SIMILARITY_PAIRS" split=test $SIM_EVAL_LOGGER
+}
+export -f similarity_step
+SIM_LOGGER="${LOGGER[*]}" SIM_EVAL_LOGGER="${EVAL_LOGGER[*]}"
+export CPU GPU_RUN RUNS SIMILARITY_PAIRS PY SIM_LOGGER SIM_EVAL_LOGGER
+if [ -d "$SIMILARITY_PAIRS" ]; then
+    step similarity 120 40 -- bash -c similarity_step
+else
+    record similarity skip 0 0 "SIMILARITY_PAIRS ($SIMILARITY_PAIRS) is not a directory"
+fi
+collect
+
+# ---------------------------------------------------------------- step 9: FSDP, one device
 if [ "$CPU" = 1 ]; then
     record train_fsdp skip 0 0 "cpu rehearsal: Lightning's FSDP needs GPUs"
 else
-    step train_fsdp 110 10 -- "$PY" train.py trainer=fsdp trainer.devices=1 model=$MODEL ${DATA[@]+"${DATA[@]}"} \
+    step train_fsdp 60 10 -- "$PY" train.py trainer=fsdp trainer.devices=1 model=$MODEL ${DATA[@]+"${DATA[@]}"} \
         trainer.max_steps=$SHORT_STEPS trainer.val_check_interval=$SHORT_VAL trainer.log_every_n_steps=10 \
         callbacks.checkpoint.every_n_train_steps=$SHORT_VAL "${LOGGER[@]}" "hydra.run.dir=$RUNS/fsdp"
     if [ "$LAST_RC" != 0 ] && [ "$(remaining)" -gt 70 ]; then
@@ -380,25 +402,6 @@ else
 fi
 collect
 
-# ---------------------------------------------------------------- step 9: similarity fine-tuning (placeholder)
-# PLACEHOLDER: task=similarity (train.py) and its keys (pretrained=, data.pairs=) are being built by another
-# engineer (docs/finetuning.md); adjust these two command lines to what lands (its docs evaluate with split=test).
-# Runs only when $SIMILARITY_PAIRS is a directory: a pairs dataset from `python -m undertale.data pairs`
-# (experiments/similarity_data.sh), which has to be carried (e.g. under .device/, named in carry): no network there.
-similarity_step() {
-    local trainer=(trainer=gpu trainer.max_steps=200 trainer.val_check_interval=100)
-    [ "$CPU" = 1 ] && trainer=(trainer=cpu trainer.max_steps=10 trainer.val_check_interval=5)
-    "$PY" train.py task=similarity "pretrained=$GPU_RUN" "data.pairs=$SIMILARITY_PAIRS" "${trainer[@]}" \
-        "hydra.run.dir=$RUNS/similarity" || return $?
-    "$PY" evaluate.py task=similarity "run=$RUNS/similarity" "pairs=$SIMILARITY_PAIRS"
-}
-export -f similarity_step
-export CPU GPU_RUN RUNS SIMILARITY_PAIRS="${SIMILARITY_PAIRS:-}"
-if [ -d "${SIMILARITY_PAIRS:-}" ]; then
-    step similarity 120 0 -- bash -c similarity_step
-else
-    record similarity skip 0 0 "SIMILARITY_PAIRS is not a directory"
-fi
 
 # ---------------------------------------------------------------- step 10: collect
 offline_check() {

@@ -230,6 +230,9 @@ def run(cfg: DictConfig) -> list[Row]:
         fraction = rate * flops / ceiling if device.type == "cuda" else None  # a CPU has no meaningful matmul peak here
         row = Row(label, rate, seconds, memory, fraction, note)
         rows.append(row)
+        # each row as soon as it is measured: a bench cut short still tells what it measured
+        print(f"measured {label}: {rate:,.0f} tokens/s, {seconds * 1e3:.1f} ms/step"
+              + (f", {fraction:.1%} of the ceiling" if fraction is not None else ""), flush=True)
         return row
 
     dense = synthetic_batch(batch, length, vocab, probability, device)
