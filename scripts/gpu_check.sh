@@ -176,7 +176,7 @@ def load(path):
 results = {"runs": {}, "bench": {}}
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     entry = {"metrics": load(run / "metrics.json"), "evaluation": load(run / "evaluation.json"),
-             "wandb": load(run / "wandb.json")}
+             "similarity": load(run / "similarity.json"), "wandb": load(run / "wandb.json")}
     checkpoints = run / "checkpoints"
     if checkpoints.is_dir():
         entry["checkpoints"] = {p.name: (p.stat().st_size if p.is_file() else "dir")
@@ -211,7 +211,8 @@ if bench.is_file():
 (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 keys = ("status", "global_step", "seconds", "train/loss", "train/tokens_per_sec", "train/mfu", "val/loss",
-        "val/accuracy", "baseline/most_frequent_token_accuracy", "world_size", "error")
+        "val/accuracy", "baseline/most_frequent_token_accuracy", "val/mrr", "val/recall@1", "baseline/tfidf_mrr",
+        "world_size", "error")
 for name, entry in results["runs"].items():
     for label in ("metrics_before_resume", "metrics"):
         metrics = entry.get(label)
@@ -224,6 +225,10 @@ for name, entry in results["runs"].items():
         overall = evaluation.get("overall", evaluation) if isinstance(evaluation, dict) else {}
         shown = {k: overall[k] for k in ("loss", "accuracy", "perplexity", "targets") if k in overall}
         print(f"  {name} evaluation: {shown or list(evaluation)[:8]}")
+    for comparison, scores in ((entry.get("similarity") or {}).get("comparisons") or {}).items():
+        for system, pools in scores["systems"].items():
+            cells = ", ".join(f"MRR@{size} {score['mrr']:.3f}" for size, score in pools.items() if score["mrr"] is not None)
+            print(f"  {name} search {comparison} ({scores['pairs']} pairs) {system}: {cells}")
     if entry.get("checkpoints"):
         print(f"  {name} checkpoints: {entry['checkpoints']}")
 for line in results["bench"].get("header", []) + [

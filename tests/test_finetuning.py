@@ -166,3 +166,14 @@ def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs,
     systems = json.loads((ddp_run / "similarity.json").read_text())["comparisons"]["O0-O3 (gcc)"]["systems"]
     assert list(systems) == ["model", "pretrained", "untrained", "tf-idf"]
     assert systems["model"]["32"]["mrr"] != systems["pretrained"]["32"]["mrr"]
+
+
+def test_a_fine_tuning_run_resumes_where_it_stopped(ddp_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(ddp_run, copy)
+    result = run_train(f"resume={copy}", "trainer.max_steps=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert metrics["global_step"] == 6 and metrics["world_size"] == 2 and metrics["status"] == "finished"
+    steps = [int(row["step"]) for row in csv.DictReader((copy / "csv" / "metrics.csv").open()) if row.get("train/loss")]
+    assert steps and min(steps) >= 4 and max(steps) == 5, "the resumed run trains steps 4-5, not again from 0"
