@@ -36,6 +36,7 @@
 #   GPU_CHECK_DATA          extra data overrides for every step, space-separated (e.g. "data.max_functions=20000")
 #   UNDERTALE_CACHE         data cache (default $GPU_CHECK_WORK/cache)
 #   PYTHON                  interpreter (default python3: on the device image that is the one with torch)
+#   GPU_CHECK_SKIP          steps to leave out, space-separated (e.g. "bench" on a second call)
 #   SIMILARITY_PAIRS        a pairs directory (python -m undertale.data pairs) to run step 9
 #
 # Deliberately no `set -e`: every step runs under `timeout` and its exit code is recorded.
@@ -108,6 +109,11 @@ step() {
     local name=$1 cap=$2 reserve=$3
     shift 4
     local left limit log t0 t1 rc secs note
+    if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
+        record "$name" skip 0 0 "GPU_CHECK_SKIP"
+        LAST_RC=0
+        return 0
+    fi
     left=$(($(remaining) - reserve))
     limit=$((cap < left ? cap : left))
     if [ "$limit" -lt 15 ]; then

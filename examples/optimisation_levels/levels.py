@@ -17,11 +17,14 @@ from torch.utils.data import DataLoader
 from undertale.data.pairs import read_pairs
 from undertale.data.tokenizer import load_tokenizer
 from undertale.models.encoder import InstructionTraceTransformerEncoder
-from undertale.models.optimization import OptimizerSettings, adamw_with_schedule
+from undertale.models.optimization import AdamWTraining, OptimizerSettings
 
 
-class OptimisationLevelClassifier(lightning.LightningModule):
-    """Encoder, mean pooling, one logit per level; ``val/accuracy`` is the share of functions placed right."""
+class OptimisationLevelClassifier(AdamWTraining, lightning.LightningModule):
+    """Encoder, mean pooling, one logit per level; ``val/accuracy`` is the share of functions placed right.
+
+    :class:`~undertale.models.optimization.AdamWTraining` gives it the framework's AdamW, schedule and clipping.
+    """
 
     def __init__(self, levels: Sequence[str], depth: int, hidden_dimensions: int, vocab_size: int, sequence_length: int,
                  heads: int, intermediate_dimensions: int, next_token_id: int, dropout: float, eps: float,
@@ -32,7 +35,7 @@ class OptimisationLevelClassifier(lightning.LightningModule):
         self.encoder = InstructionTraceTransformerEncoder(depth, hidden_dimensions, vocab_size, sequence_length, heads,
                                                           intermediate_dimensions, next_token_id, dropout, eps)
         self.classify = torch.nn.Linear(hidden_dimensions, len(levels))
-        self.settings = OptimizerSettings(lr, warmup, weight_decay, betas, schedule, final_lr)
+        self.optimizer_settings = OptimizerSettings(lr, warmup, weight_decay, betas, schedule, final_lr)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(tokens, mask)
@@ -48,9 +51,6 @@ class OptimisationLevelClassifier(lightning.LightningModule):
         logits = self(batch["tokens"], batch["mask"])
         accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
         self.log("val/accuracy", accuracy, prog_bar=True, batch_size=len(batch["labels"]))
-
-    def configure_optimizers(self):
-        return adamw_with_schedule(self, self.settings, self.trainer.estimated_stepping_batches)
 
 
 class LevelsDataModule(lightning.LightningDataModule):

@@ -21,7 +21,7 @@ from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfigur
 from .encoder import InstructionTraceTransformerEncoder, check_tokens
 from .flops import count_parameters, training_flops_per_token
 from .masking import DEFAULTS as MASKING, MaskingSettings
-from .optimization import DEFAULTS, SCHEDULES, OptimizerSettings, adamw_with_schedule, learning_rate_factor
+from .optimization import DEFAULTS, SCHEDULES, AdamWTraining, OptimizerSettings, learning_rate_factor
 
 __all__ = [
     "IGNORE_INDEX",
@@ -215,7 +215,7 @@ class MaskedLMMetrics(Metric):
         return values
 
 
-class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
+class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.LightningModule):
     """Encoder plus masked-LM head, trained with AdamW and warmup + decay.
 
     Arguments:
@@ -359,8 +359,3 @@ class InstructionTraceTransformerEncoderForMaskedLM(lightning.LightningModule):
         filled = torch.where(tokens == self.hparams.mask_token_id, predicted, tokens)
         return filled.squeeze(0) if filled.shape[0] == 1 else filled
 
-    def warmup_steps(self, total_steps: int) -> int:
-        return self.optimizer_settings.warmup_steps(total_steps)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_with_schedule(self, self.optimizer_settings, self.trainer.estimated_stepping_batches)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,7 +88,8 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedul
 
 
 def adamw_with_schedule(module: "nn.Module", settings: OptimizerSettings, total_steps: float) -> dict[str, Any]:
-    """Lightning's ``configure_optimizers`` result: AdamW (fused on CUDA) and a per-step schedule.
+    """Lightning's ``configure_optimizers`` result: AdamW (fused on CUDA, unless a loss scaler is used) and a
+    per-step schedule.
 
     Biases and norm weights are not decayed.
 
@@ -102,7 +103,9 @@ def adamw_with_schedule(module: "nn.Module", settings: OptimizerSettings, total_
         if not parameter.requires_grad:
             continue
         (no_decay if parameter.dim() < 2 or "norm" in name else decay).append(parameter)
-    fused = all(parameter.is_cuda for parameter in decay + no_decay)
+    trainer = getattr(module, "_trainer", None)
+    scaled = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None  # 16-mixed
+    fused = all(parameter.is_cuda for parameter in decay + no_decay) and not scaled
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
@@ -121,3 +124,48 @@ def adamw_with_schedule(module: "nn.Module", settings: OptimizerSettings, total_
         optimizer, lambda step: learning_rate_factor(step, warmup, total, settings.schedule, final_ratio)
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def clip_gradients(module: Any, optimizer: Any, value: Optional[float], algorithm: Optional[str]) -> None:
+    """Clip gradients the way every strategy and optimizer here allows (Lightning's ``configure_gradient_clipping``).
+
+    Lightning refuses to clip for a fused AdamW under mixed precision (the optimizer "unscales gradients
+    itself") and for FSDP by norm. With bf16 there is no loss scaling, so the gradients can be clipped as
+    they are: by the FSDP module's own ``clip_grad_norm_`` when sharded, else by
+    ``torch.nn.utils.clip_grad_norm_``. With a loss scaler (16-mixed) the optimizer is not fused (see
+    :func:`adamw_with_schedule`) and Lightning's own clipping, which unscales first, is used.
+    """
+    import torch
+
+    if not value:
+        return
+    trainer = module.trainer
+    if getattr(trainer.precision_plugin, "scaler", None) is not None:
+        module.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+        return
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(parameters, value)
+        return
+    wrapped = getattr(trainer.strategy, "model", None)
+    if hasattr(wrapped, "clip_grad_norm_"):  # FullyShardedDataParallel: the norm over every rank's shard
+        wrapped.clip_grad_norm_(value)
+    else:
+        torch.nn.utils.clip_grad_norm_(parameters, value)
+
+
+class AdamWTraining:
+    """What every task's LightningModule here shares: AdamW with its schedule, and gradient clipping that works
+    with the fused optimizer and FSDP. Needs ``self.optimizer_settings`` (:class:`OptimizerSettings`)."""
+
+    optimizer_settings: OptimizerSettings
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return self.optimizer_settings.warmup_steps(total_steps)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return adamw_with_schedule(self, self.optimizer_settings, self.trainer.estimated_stepping_batches)
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .encoder import InstructionTraceTransformerEncoder
-from .optimization import DEFAULTS, OptimizerSettings, adamw_with_schedule
+from .optimization import DEFAULTS, AdamWTraining, OptimizerSettings
 from .similarity_settings import POOLINGS, check_similarity_settings
 
 
@@ -93,7 +93,7 @@ class ProjectionHead(nn.Module):
         return self.project(self.activation(self.transform(pooled)))
 
 
-class InstructionTraceTransformerEncoderForSimilarity(lightning.LightningModule):
+class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.LightningModule):
     """Encoder plus projection head, trained with InfoNCE over in-batch (and cross-rank) negatives.
 
     Arguments:
@@ -208,11 +208,6 @@ class InstructionTraceTransformerEncoderForSimilarity(lightning.LightningModule)
         keep = pairs >= 0
         return embeddings[keep], pairs[keep], sides[keep]
 
-    def warmup_steps(self, total_steps: int) -> int:
-        return self.optimizer_settings.warmup_steps(total_steps)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_with_schedule(self, self.optimizer_settings, self.trainer.estimated_stepping_batches)
 
 
 def validation_scores(embeddings: np.ndarray, pairs: np.ndarray, sides: np.ndarray, pool: int, seed: int = 0) -> dict:

@@ -1,0 +1,54 @@
+"""Gradient clipping with the fused AdamW under bf16 mixed precision: Lightning refuses it by default
+(a fused optimizer "unscales gradients internally"); the framework's modules clip themselves."""
+
+import lightning
+import pytest
+import torch
+
+from undertale.models.optimization import AdamWTraining, OptimizerSettings
+
+
+class Tiny(AdamWTraining, lightning.LightningModule):
+    def __init__(self, fused_optimizer: bool):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.optimizer_settings = OptimizerSettings(lr=1.0)
+        self.fused_optimizer = fused_optimizer
+
+    def training_step(self, batch, batch_idx):
+        return (self.layer(batch[0]) * 1e4).pow(2).mean()  # huge gradients: clipping must act
+
+    def configure_optimizers(self):
+        if self.fused_optimizer:  # what adamw_with_schedule builds on a GPU
+            return torch.optim.AdamW(self.parameters(), lr=1e-3, fused=True)
+        return super().configure_optimizers()
+
+
+def fit(module: lightning.LightningModule) -> lightning.LightningModule:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
+    trainer = lightning.Trainer(accelerator="cpu", precision="bf16-mixed", gradient_clip_val=1.0, max_steps=2,
+                                logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False)
+    trainer.fit(module, data)
+    return module
+
+
+def test_lightnings_own_clipping_refuses_a_fused_optimizer_under_mixed_precision():
+    class LightningClipping(Tiny):
+        configure_gradient_clipping = lightning.LightningModule.configure_gradient_clipping
+
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        fit(LightningClipping(fused_optimizer=True))
+
+
+def test_the_frameworks_modules_clip_with_a_fused_optimizer_under_bf16():
+    clipped_norms = []
+
+    class Recording(Tiny):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            clipped_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    fit(Recording(fused_optimizer=True))
+    assert clipped_norms and all(norm <= 1.0 + 1e-4 for norm in clipped_norms), clipped_norms
