@@ -80,7 +80,7 @@ else
     MODEL=small
     TRAIN_GPU=(trainer=gpu)
     TRAIN_DDP=(trainer=ddp trainer.devices=1)
-    GPU_STEPS=300 GPU_VAL=100 RESUME_STEPS=400 SHORT_STEPS=60 SHORT_VAL=30
+    GPU_STEPS=${GPU_CHECK_STEPS:-300} GPU_VAL=100 RESUME_STEPS=$((${GPU_CHECK_STEPS:-300} + 100)) SHORT_STEPS=60 SHORT_VAL=30
     BENCH=(model=medium data.batch_size=32)
     EVAL_ARGS=()
     DATA_DEFAULT=""
@@ -114,6 +114,7 @@ step() {
         LAST_RC=0
         return 0
     fi
+    reserve=$((reserve * BUDGET / 560))   # the reserves are set for the default budget: scale them to this one
     left=$(($(remaining) - reserve))
     limit=$((cap < left ? cap : left))
     if [ "$limit" -lt 15 ]; then
