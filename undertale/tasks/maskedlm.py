@@ -25,11 +25,8 @@ class MaskedLMTask(Task):
         self.prepared = None
 
     def check(self, cfg: "DictConfig", overrides: Sequence[str] = ()) -> None:
-        from ..config import settings
         from ..data.config import DataConfig
-        from ..models.masking import MaskingSettings
 
-        MaskingSettings(**settings(cfg.masking))
         if cfg.data.get("_target_") != f"{DataConfig.__module__}.{DataConfig.__qualname__}":
             raise ValueError(f"task=maskedlm trains on corpus data (data=system, binaries or parquet), "
                              f"not {cfg.data.get('_target_')}")

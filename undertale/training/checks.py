@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..config import CONF, settings, sizes_of
 from ..models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from ..models.masking import MaskingSettings
 from ..models.optimization import OptimizerSettings
 from .errors import ConfigError
 
@@ -117,6 +118,7 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sizes:
         raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
     sizes = _check("model", lambda: sizes_of(cfg.model))
     _check("optimizer", lambda: OptimizerSettings(**settings(cfg.optimizer)))
+    _check("masking", lambda: MaskingSettings(**settings(cfg.masking)))
     if "_target_" not in (cfg.get("data") or {}):
         raise ConfigError("data needs a _target_ (its settings class): pick an option, e.g. data=system")
     _check("data", lambda: get_class(cfg.data._target_)(**settings(cfg.data)))

@@ -77,6 +77,9 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
     """
     given = OmegaConf.masked_copy(given, [key for key in given if key != "hydra"])
     config = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(given, resolve=True)), saved)
+    for key, node in saved.items():  # a part of another class (task=similarity's data=pairs): the run's, whole
+        if isinstance(node, DictConfig) and node.get("_target_") != OmegaConf.select(given, f"{key}._target_"):
+            config[key] = node
     conflicts, notes = [], []
     for override in overrides:
         key = _key(override)
