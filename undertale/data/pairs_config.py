@@ -85,14 +85,14 @@ class PairsDataConfig:
         from .pairs import load_pairs_manifest
 
         if not Path(self.pairs).expanduser().is_dir():
-            raise ValueError(f"pairs={self.pairs} is not a directory (build one with python -m undertale.data pairs)")
+            raise ValueError(f"data.pairs={self.pairs} is not a directory (build one with python -m undertale.data pairs)")
         manifest = load_pairs_manifest(Path(self.pairs).expanduser())
         if manifest is None:
-            raise ValueError(f"pairs={self.pairs} holds no complete pairs dataset (manifest.json missing or shards "
+            raise ValueError(f"data.pairs={self.pairs} holds no complete pairs dataset (manifest.json missing or shards "
                              "gone); build it with python -m undertale.data pairs")
         missing = [level for level in {*self.levels, *self.validation_levels} if level not in manifest["levels"]]
         if missing:
-            raise ValueError(f"pairs={self.pairs} was built at {', '.join(manifest['levels'])}, not at "
+            raise ValueError(f"data.pairs={self.pairs} was built at {', '.join(manifest['levels'])}, not at "
                              f"{', '.join(sorted(missing))}; set data.levels and data.validation_levels to built levels")
 
     def datamodule(self, tokenizer: str | Path, sequence_length: int) -> "PairsDataModule":
