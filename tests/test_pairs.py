@@ -293,3 +293,34 @@ def test_linked_subdirectories_are_followed_and_a_link_cycle_ends(tmp_path):
     (elsewhere / "loop").symlink_to(project, target_is_directory=True)
     names = sorted(path.relative_to(project).as_posix() for path in _c_files(project))
     assert names == ["lib/linked.c", "top.c"], "the link is followed, .pc is not, the cycle back is not walked"
+
+
+def test_another_split_seed_splits_the_built_functions_anew_without_compiling(tmp_path, monkeypatch, capsys):
+    from undertale.data import pairs as pairs_module
+    from undertale.data.pairs import assign_splits, read_pairs
+
+    sources = []
+    for index, name in enumerate(("one", "two", "three", "four")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.c").write_text(f"int {name}(int x) {{ return x * {index + 2} + 1; }}\n")
+        sources.append(tmp_path / name)
+    output = tmp_path / "pairs"
+    first = build_pairs(output, sources, levels=("O0",), compilers=("gcc",), split=(0.5, 0.25, 0.25), seed=0,
+                        workers=1, progress=False)
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("nothing should be compiled again")
+
+    monkeypatch.setattr(pairs_module, "_compile_all", no_compiling)
+    seed = next(s for s in range(1, 50) if assign_splits(sorted(first["project_roots"]), (0.5, 0.25, 0.25), s)
+                != assign_splits(sorted(first["project_roots"]), (0.5, 0.25, 0.25), 0))
+    again = build_pairs(output, sources, levels=("O0",), compilers=("gcc",), split=(0.5, 0.25, 0.25), seed=seed,
+                        workers=1, progress=True)
+    assert "splitting its functions anew" in capsys.readouterr().out
+    assert again["projects"] != first["projects"] and again["arguments"]["seed"] == seed
+    assert again["counts"]["functions"] == first["counts"]["functions"]
+    assert again["counts"]["compilations"] == first["counts"]["compilations"]
+    rows = {name: read_pairs(output, name).num_rows for name in ("train", "validation", "test")}
+    assert sum(rows.values()) == first["counts"]["functions"]
+    for split, projects in again["projects"].items():
+        assert set(read_pairs(output, split, columns=["project"]).column("project").to_pylist()) == set(projects)

@@ -552,11 +552,11 @@ def build_pairs(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output {output} is a file; pass a directory")
-    parameters = {
-        "levels": levels, "compilers": {name: [found[name], versions[name]] for name in found},
-        "split": list(fractions), "seed": seed, "cflags": list(cflags),
+    compilation = {
+        "levels": levels, "compilers": {name: [found[name], versions[name]] for name in found}, "cflags": list(cflags),
     } | ({"build": build} if build else {})
-    key = _fingerprint(projects, parameters)
+    compile_key = _fingerprint(projects, compilation)
+    key = _fingerprint(projects, compilation | {"split": list(fractions), "seed": seed})
     existing = load_pairs_manifest(output)
     if existing is not None and existing.get("key") == key:
         if progress:
@@ -568,6 +568,17 @@ def build_pairs(
         return existing
 
     started = time.perf_counter()
+    if existing is not None and existing.get("compile_key") == compile_key:
+        # the same compilation with another split or seed: split the functions anew, compile nothing
+        if progress:
+            print(f"pairs: same compilation as {output}; splitting its functions anew (split {list(fractions)}, "
+                  f"seed {seed})")
+        rows = [row for name in SPLITS for row in read_pairs(output, name).to_pylist()]
+        return _write_dataset(
+            output, rows, projects, found, missing, versions, levels, fractions, seed, existing["failed"],
+            existing["counts"], key, compile_key, existing["arguments"] | {"split": list(fractions), "seed": seed},
+            rows_per_shard, started, progress,
+        )
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="undertale-pairs-") as temporary:
         objects = Path(keep_objects).resolve() if keep_objects is not None else Path(temporary)
@@ -586,6 +597,22 @@ def build_pairs(
     if not rows:
         raise ValueError(f"no functions found in the objects compiled from {len(jobs) - len(failed)} file(s)")
     rows, duplicates = _deduplicate(rows)
+    counts = {"files": sum(len(project.files) for project in projects), "compilations": len(jobs),
+              "failed_compilations": len(failed), "duplicates": duplicates}
+    arguments = {
+        "sources": [str(source) for source in sources], "levels": levels, "compilers": list(found) + missing,
+        "split": list(fractions), "seed": seed, "workers": workers, "cflags": list(cflags),
+        "keep_objects": str(keep_objects) if keep_objects is not None else None,
+    }
+    return _write_dataset(output, rows, projects, found, missing, versions, levels, fractions, seed, failed, counts,
+                          key, compile_key, arguments, rows_per_shard, started, progress)
+
+
+def _write_dataset(output: Path, rows: list[dict], projects: Sequence[Project], found: dict[str, str],
+                   missing: list[str], versions: dict[str, str], levels: list[str], fractions: Sequence[float],
+                   seed: int, failed: list[dict], build_counts: dict, key: str, compile_key: str, arguments: dict,
+                   rows_per_shard: int, started: float, progress: bool) -> dict:
+    """Split the functions by project, write the shards, then the manifest (last, through a temporary name)."""
     # only projects with functions take a place in a split
     built_projects = sorted({row["project"] for row in rows})
     assignment = assign_splits(built_projects, fractions, seed)
@@ -604,19 +631,13 @@ def build_pairs(
         name: _write_shards(output / name, split_rows, rows_per_shard) for name, split_rows in by_split.items() if split_rows
     }
     counts = _counts(by_split, list(found), levels)
-    counts |= {
-        "files": sum(len(project.files) for project in projects), "compilations": len(jobs),
-        "failed_compilations": len(failed), "duplicates": duplicates,
-    }
+    counts |= {name: build_counts[name] for name in ("files", "compilations", "failed_compilations", "duplicates")}
     manifest = {
         "undertale_version": __version__,
         "format_version": FORMAT_VERSION,
         "key": key,
-        "arguments": {
-            "sources": [str(source) for source in sources], "levels": levels, "compilers": list(found) + missing,
-            "split": list(fractions), "seed": seed, "workers": workers, "cflags": list(cflags),
-            "keep_objects": str(keep_objects) if keep_objects is not None else None,
-        },
+        "compile_key": compile_key,
+        "arguments": arguments,
         "levels": levels,
         "compilers": list(found),
         "compilers_missing": missing,
