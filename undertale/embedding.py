@@ -12,6 +12,7 @@ vectors are averaged, weighted by their token counts.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -86,6 +87,9 @@ class FunctionEncoder:
         tokenizer = load_tokenizer(directory.tokenizer, model.hparams.sequence_length)
         projection = getattr(model, "projection", None)
         if projection is not None:  # a similarity model searches with the pooling it was trained with
+            if pooling != model.hparams.pooling:
+                print(f"note: {directory.path} was fine-tuned with {model.hparams.pooling} pooling; "
+                      f"pooling={pooling} is ignored", file=sys.stderr)
             pooling = model.hparams.pooling
         return cls(model.encoder, tokenizer, pooling, batch_size, device, projection)
 

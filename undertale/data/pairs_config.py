@@ -94,6 +94,26 @@ class PairsDataConfig:
         if missing:
             raise ValueError(f"data.pairs={self.pairs} was built at {', '.join(manifest['levels'])}, not at "
                              f"{', '.join(sorted(missing))}; set data.levels and data.validation_levels to built levels")
+        unknown = [name for name in self.compilers or () if name not in manifest["compilers"]]
+        if unknown:
+            raise ValueError(f"data.compilers holds {unknown[0]!r}; data.pairs={self.pairs} was built with "
+                             f"{', '.join(manifest['compilers'])}")
+        groups = self.training_groups()
+        if groups < self.batch_size:
+            raise ValueError(f"data.batch_size={self.batch_size} groups, but the train split of data.pairs={self.pairs} "
+                             f"has {groups} groups with two variants at {', '.join(self.levels)}; lower data.batch_size")
+
+    def training_groups(self) -> int:
+        """Groups of the train split with at least two variants at ``levels`` (functions of ``min_instructions``)."""
+        from collections import Counter
+
+        from .pairs import read_pairs
+
+        table = read_pairs(Path(self.pairs).expanduser(), "train", columns=["group", "level", "compiler", "instructions"])
+        variants = Counter(row["group"] for row in table.to_pylist()
+                           if row["level"] in self.levels and row["instructions"] >= self.min_instructions
+                           and (not self.compilers or row["compiler"] in self.compilers))
+        return sum(1 for count in variants.values() if count >= 2)
 
     def datamodule(self, tokenizer: str | Path, sequence_length: int) -> "PairsDataModule":
         """Train and validation loaders over the pairs, tokenized with ``tokenizer``."""

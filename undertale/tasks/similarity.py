@@ -87,6 +87,9 @@ class SimilarityTask(Task):
             if not Path(data.tokenizer).expanduser().is_file():
                 raise ValueError(f"data.tokenizer={data.tokenizer} does not exist")
             return
+        if data.tokenizer and not Path(data.tokenizer).expanduser().is_file():
+            raise ValueError(f"data.tokenizer={data.tokenizer} does not exist (with pretrained=, drop it: the run's "
+                             "tokenizer is used)")
         if data.tokenizer and not filecmp.cmp(Path(data.tokenizer).expanduser(), run.tokenizer, shallow=False):
             raise ValueError(f"data.tokenizer={data.tokenizer} differs from the tokenizer of pretrained={run.path}; "
                              "a pretrained encoder only reads its own tokenizer's ids (drop data.tokenizer)")
@@ -161,6 +164,7 @@ class SimilarityTask(Task):
         line = None
         if mrr is not None and metrics.get("status") == "finished":
             levels = " vs ".join(self.validation_levels)
-            line = (f"val/mrr {mrr:.4f} (pool {self.settings['pool']}, {levels}, {len(queries)} pairs)  vs  "
+            line = (f"val/mrr {mrr:.4f} (pool {self.settings['pool']}, {levels}, {scores['queries']} of "
+                    f"{len(queries)} pairs in {scores['pools']} pools)  vs  "
                     f"{scores['mrr']:.4f} TF-IDF over instruction n-grams ({mrr / max(scores['mrr'], 1e-9):.2f}x)")
         return extra, line
