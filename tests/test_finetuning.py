@@ -125,6 +125,9 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         f"data.tokenizer={tmp_path / 'other.json'}": "differs from the tokenizer of pretrained",
         f"pretrained={tmp_path}": "has no config.yaml",
         "data.pairs=/nonexistent": "is not a directory",
+        f"data.tokenizer={tmp_path / 'missing.json'}": "does not exist",
+        "data.batch_size=100000": "lower data.batch_size",
+        "data.compilers=[clang]": "data.compilers holds 'clang'",
     }
     for override, message in cases.items():
         result = run_train(*finetune_overrides(pairs, trained_run, 2), override)

@@ -26,6 +26,7 @@ def test_each_task_sets_the_checkpoint_monitor_and_its_data():
     assert finetuning.callbacks.checkpoint.monitor == "val/mrr"
     assert finetuning.data._target_.endswith("PairsDataConfig")
     assert finetuning.callbacks.probes is None
+    assert (pretraining.task_name, finetuning.task_name) == ("train", "similarity")
 
 
 def test_offered_values_go_only_to_the_parameters_a_class_names():
