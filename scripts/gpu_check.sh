@@ -41,7 +41,7 @@
 #
 # Preparing .device/ (git-ignored; the device has no network and lacks these packages), on a networked machine:
 #   pip wheel --no-deps -w .device/wheels antlr4-python3-runtime==4.9.3           # no wheel on PyPI: build it
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#   pip download --only-binary=:all: --find-links .device/wheels --python-version 3.12 --platform manylinux2014_x86_64 \
 #       --platform manylinux_2_28_x86_64 -d .device/wheels hydra-core omegaconf wandb capstone pyelftools xxhash
 #   cp -r <pairs build> .device/pairs                                               # experiments/similarity_data.sh
 # then call the device with carry=[".device"] (at most 64 MiB in all).
