@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from undertale.tasks.composed import call_with_offered
+from undertale.config import call_with_offered
 from undertale.training.checks import compose_command_line
 
 from conftest import ROOT
@@ -37,6 +37,8 @@ def test_offered_values_go_only_to_the_parameters_a_class_names():
 
     offered = {"vocab_size": 7, "lr": 0.1, "depth": 2, "levels": ("wrong",)}
     assert call_with_offered(functools.partial(build, levels=("O3",)), offered) == (7, 0.1, ("O3",))
+    # a key the node leaves null (callbacks.checkpoint.dirpath: null) is offered too
+    assert call_with_offered(functools.partial(build, lr=None), offered) == (7, 0.1, ("wrong",))
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -12,8 +12,9 @@ what they mean to change. Every node carries the ``_target_`` that
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -68,3 +69,12 @@ def settings(node: DictConfig) -> dict[str, Any]:
 def sizes_of(model: DictConfig) -> Sizes:
     """The model group's sizes as the typed configuration (validated)."""
     return Sizes(**settings(model))
+
+
+def call_with_offered(factory: Callable, offered: dict[str, Any]) -> Any:
+    """Call ``factory`` (a class, or a partial from ``instantiate(node, _partial_=True)``) with the offered values
+    that its signature names and that the node leaves unset (absent or null)."""
+    target = getattr(factory, "func", factory)
+    parameters = inspect.signature(target).parameters
+    already = {key for key, value in (getattr(factory, "keywords", None) or {}).items() if value is not None}
+    return factory(**{key: value for key, value in offered.items() if key in parameters and key not in already})

@@ -8,25 +8,14 @@ knows: the tokenizer's ids, the ``model`` sizes and the ``optimizer`` settings.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config import call_with_offered
 from . import Task, TaskParts
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-
-def call_with_offered(factory: Callable, offered: dict[str, Any]) -> Any:
-    """Call ``factory`` (a class or partial) with the offered values its signature names and it does not set."""
-    target = factory.func if hasattr(factory, "func") else factory
-    parameters = inspect.signature(target).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    already = set(getattr(factory, "keywords", {}) or {})
-    chosen = {key: value for key, value in offered.items()
-              if (key in parameters or accepts_any) and key not in already}
-    return factory(**chosen)
 
 
 class ComposedTask(Task):

@@ -8,7 +8,6 @@ the data module from ``model``, ``optimizer``, ``data`` and its own groups),
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -22,10 +21,11 @@ from typing import Any, Optional
 import lightning
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import call_with_offered
 from ..environment import environment, resolve_compile, resolve_precision
 from ..runs import RunDirectory
 from ..tasks import Task, TaskParts
@@ -111,9 +111,7 @@ def _callbacks(cfg: DictConfig, run: RunDirectory, tokenizer: Path, flops_per_to
     for options in (cfg.get("callbacks") or {}).values():
         if options is None:
             continue
-        parameters = inspect.signature(get_class(options._target_)).parameters
-        extra = {key: value for key, value in offered.items() if key in parameters and options.get(key) is None}
-        callbacks.append(instantiate(options, **extra, _convert_="all"))
+        callbacks.append(call_with_offered(instantiate(options, _partial_=True, _convert_="all"), offered))
     return callbacks + [DataEpoch(), ThroughputMonitor(flops_per_token), ModelSummary()]
 
 
