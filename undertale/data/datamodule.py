@@ -34,7 +34,41 @@ class EpochLoader(DataLoader):
         return iterator
 
 
-class InstructionTraceDataModule(lightning.LightningDataModule):
+class EpochDataModule(lightning.LightningDataModule):
+    """A data module whose training dataset (with ``set_epoch`` and ``resume_at``) is told which epoch runs and,
+    on a run resumed mid-epoch, how many of its batches were already trained on.
+
+    Subclasses set ``self.train_dataset`` in ``setup`` and return :meth:`epoch_loader` from ``train_dataloader``.
+    """
+
+    train_dataset = None
+
+    def rank(self) -> tuple[int, int]:
+        """This process's DDP rank and the world size ((0, 1) outside a trainer)."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def epoch_loader(self, dataset, **options) -> EpochLoader:
+        trainer = self.trainer
+        if trainer is not None:
+            dataset.set_epoch(trainer.current_epoch)
+            # batches of this epoch already trained on; `processed` (not `completed`) also counts the batch
+            # whose on_train_batch_end saved the checkpoint
+            dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return EpochLoader(dataset, self._epoch, **options)
+
+    def _epoch(self) -> Optional[int]:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
+    def on_train_epoch_start(self) -> None:
+        """Called by :class:`~undertale.training.callbacks.DataEpoch` as each epoch starts afresh (not when
+        resumed mid-epoch); the train loader also sets the epoch itself, so the callback is optional."""
+        if self.trainer is not None and self.train_dataset is not None:
+            self.train_dataset.set_epoch(self.trainer.current_epoch)
+            self.train_dataset.resume_at(0)
+
+
+class InstructionTraceDataModule(EpochDataModule):
     """Train and validation loaders of masked-LM batches.
 
     Arguments:
@@ -79,12 +113,8 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         self.train_dataset: Optional[TokenizedParquetDataset] = None
         self.val_dataset: Optional[TokenizedParquetDataset] = None
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _dataset(self, split: str, shuffle: bool) -> TokenizedParquetDataset:
-        rank, world = self._rank()
+        rank, world = self.rank()
         try:
             files = tokenized_files(self.directory, split)
         except FileNotFoundError as error:
@@ -115,37 +145,13 @@ class InstructionTraceDataModule(lightning.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = self._dataset("validation", shuffle=False)
 
-    def _loader(self, dataset: TokenizedParquetDataset, epoch: Optional[Callable[[], Optional[int]]] = None) -> DataLoader:
-        return EpochLoader(
-            dataset,
-            epoch,
-            batch_size=None,
-            collate_fn=self.collator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=False,  # workers must see each epoch's set_epoch
-            prefetch_factor=4 if self.num_workers else None,
-        )
+    def _options(self) -> dict:
+        return {"batch_size": None, "collate_fn": self.collator, "num_workers": self.num_workers,
+                "pin_memory": self.pin_memory, "persistent_workers": False,  # workers must see each set_epoch
+                "prefetch_factor": 4 if self.num_workers else None}
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.train_dataset
-        trainer = self.trainer
-        if trainer is not None:
-            dataset.set_epoch(trainer.current_epoch)
-            # batches of this epoch already trained on; `processed` (not `completed`) also counts the batch
-            # whose on_train_batch_end saved the checkpoint
-            dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        return self._loader(dataset, self._epoch)
-
-    def _epoch(self) -> Optional[int]:
-        return self.trainer.current_epoch if self.trainer is not None else None
+        return self.epoch_loader(self.train_dataset, **self._options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset)
-
-    def on_train_epoch_start(self) -> None:
-        """Called by :class:`~undertale.training.callbacks.DataEpoch` as each epoch starts afresh (not when
-        resumed mid-epoch); the train loader also sets the epoch itself, so the callback is optional."""
-        if self.trainer is not None and self.train_dataset is not None:
-            self.train_dataset.set_epoch(self.trainer.current_epoch)
-            self.train_dataset.resume_at(0)
+        return EpochLoader(self.val_dataset, **self._options())

@@ -17,13 +17,12 @@ import math
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import lightning
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .datamodule import EpochLoader
+from .datamodule import EpochDataModule
 from .pairs import read_pairs
 from .tokenizer import PAD, load_tokenizer
 
@@ -181,7 +180,7 @@ def _encoder(tokenizer_path: str) -> Tokenizer:
     return tokenizer
 
 
-class PairsDataModule(lightning.LightningDataModule):
+class PairsDataModule(EpochDataModule):
     """Train and validation loaders over a pairs dataset (see :class:`~undertale.data.pairs_config.PairsDataConfig`).
 
     Raises:
@@ -209,10 +208,6 @@ class PairsDataModule(lightning.LightningDataModule):
         self.train_dataset: Optional[GroupPairsDataset] = None
         self.val_dataset: Optional[ValidationPairsDataset] = None
         self._validation_texts: Optional[tuple[list[str], list[str]]] = None
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _rows(self, split: str) -> list[dict]:
         columns = ["group", "level", "compiler", "instructions", "disassembly"]
@@ -252,7 +247,7 @@ class PairsDataModule(lightning.LightningDataModule):
         return self._validation_texts
 
     def setup(self, stage: Optional[str] = None) -> None:
-        rank, world = self._rank()
+        rank, world = self.rank()
         pad_id = _encoder(self.tokenizer_path).token_to_id(PAD)
         if stage in (None, "fit") and self.train_dataset is None:
             groups = self.training_groups()
@@ -280,19 +275,8 @@ class PairsDataModule(lightning.LightningDataModule):
         return {"batch_size": None, "num_workers": self.num_workers, "pin_memory": self.pin_memory,
                 "persistent_workers": False, "prefetch_factor": 4 if self.num_workers else None}
 
-    def train_dataloader(self) -> EpochLoader:
-        trainer = self.trainer
-        if trainer is not None:
-            self.train_dataset.set_epoch(trainer.current_epoch)
-            self.train_dataset.resume_at(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        return EpochLoader(self.train_dataset, lambda: self.trainer.current_epoch if self.trainer else None,
-                           **self._options())
+    def train_dataloader(self) -> DataLoader:
+        return self.epoch_loader(self.train_dataset, **self._options())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_dataset, **self._options())
-
-    def on_train_epoch_start(self) -> None:
-        """Called by :class:`~undertale.training.callbacks.DataEpoch` as each epoch starts afresh."""
-        if self.trainer is not None and self.train_dataset is not None:
-            self.train_dataset.set_epoch(self.trainer.current_epoch)
-            self.train_dataset.resume_at(0)
