@@ -105,15 +105,18 @@ class PairsDataConfig:
 
     def training_groups(self) -> int:
         """Groups of the train split with at least two variants at ``levels`` (functions of ``min_instructions``)."""
-        from collections import Counter
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         from .pairs import read_pairs
 
         table = read_pairs(Path(self.pairs).expanduser(), "train", columns=["group", "level", "compiler", "instructions"])
-        variants = Counter(row["group"] for row in table.to_pylist()
-                           if row["level"] in self.levels and row["instructions"] >= self.min_instructions
-                           and (not self.compilers or row["compiler"] in self.compilers))
-        return sum(1 for count in variants.values() if count >= 2)
+        keep = pc.and_(pc.is_in(table["level"], pa.array(list(self.levels))),
+                       pc.greater_equal(table["instructions"], self.min_instructions))
+        if self.compilers:
+            keep = pc.and_(keep, pc.is_in(table["compiler"], pa.array(list(self.compilers))))
+        counts = table.filter(keep).group_by("group").aggregate([("level", "count")])
+        return int(pc.sum(pc.greater_equal(counts["level_count"], 2)).as_py() or 0)
 
     def datamodule(self, tokenizer: str | Path, sequence_length: int) -> "PairsDataModule":
         """Train and validation loaders over the pairs, tokenized with ``tokenizer``."""
