@@ -13,13 +13,14 @@ import lightning
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from undertale.data.pairs_dataset import GroupPairsDataset, pack_functions
 from undertale.models.similarity import (InstructionTraceTransformerEncoderForSimilarity, info_nce,
                                          load_pretrained_encoder, pool_functions)
 from undertale.runs import RunDirectory
-from undertale.training.checks import compose_command_line
+from undertale.training.checks import ConfigError, check_config, compose_command_line
 
 from conftest import ROOT
 
@@ -109,6 +110,22 @@ def test_a_few_steps_raise_validation_mrr_above_its_start(pairs, trained_run):
     trainer.fit(parts.module, datamodule=parts.datamodule)
     after = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
     assert after > before + 0.05, (before, after)
+
+
+def test_task_dropout_overrides_the_pretrained_runs_dropout_and_keeps_its_sizes(pairs, trained_run):
+    from hydra.utils import instantiate
+
+    cfg = compose_command_line(finetune_overrides(pairs, trained_run, steps=2) + ["task.dropout=0.25"])
+    task = instantiate(cfg.task)
+    resolved = task.resolve(cfg)
+    saved = OmegaConf.load(trained_run / "config.yaml").model
+    assert resolved.model.dropout == 0.25 and saved.dropout != 0.25
+    assert resolved.model.hidden_dimensions == saved.hidden_dimensions and resolved.model.depth == saved.depth
+    module = task.build(resolved, progress=False).module
+    assert {layer.p for layer in module.modules() if isinstance(layer, torch.nn.Dropout)} == {0.25}
+    assert task.resolve(resolved).model.dropout == 0.25  # resolving twice (resume) keeps it
+    with pytest.raises(ConfigError, match="task.dropout must be within"):
+        check_config(compose_command_line(finetune_overrides(pairs, trained_run, 2) + ["task.dropout=1.5"]))
 
 
 def run_train(*arguments: str) -> subprocess.CompletedProcess:

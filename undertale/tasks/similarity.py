@@ -35,15 +35,21 @@ class SimilarityTask(Task):
         projection_size: width of the search embeddings.
         pooling: ``mean`` or ``first``.
         pool: validation pool size (``val/mrr`` at this pool).
+        dropout: the encoder's dropout while fine-tuning (None: the pretrained run's, or ``model.dropout``
+            from scratch). Not a size, so it may differ from the pretraining run's.
         monitor, mode: see :class:`~undertale.tasks.Task` (``val/mrr``, ``max``).
     """
 
     def __init__(self, temperature: float = 0.05, projection_size: int = 128, pooling: str = "mean", pool: int = 32,
-                 monitor: str = "val/mrr", mode: str = "max"):
+                 dropout: Optional[float] = None, monitor: str = "val/mrr", mode: str = "max"):
         from ..models.similarity_settings import check_similarity_settings
 
         super().__init__(monitor, mode)
         check_similarity_settings(temperature, projection_size, pooling, pool)
+        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
+                                    or not 0.0 <= dropout < 1.0):
+            raise ValueError(f"task.dropout must be within [0, 1) or null, got {dropout!r}")
+        self.dropout = dropout
         self.settings = {"temperature": temperature, "projection_size": projection_size, "pooling": pooling,
                          "pool": pool}
         self.validation_pairs: Optional[tuple[list[str], list[str]]] = None
@@ -98,19 +104,21 @@ class SimilarityTask(Task):
         if _overridden(overrides, "model") and theirs != ours:
             different = [f"{key} {ours.get(key)} vs {theirs.get(key)}" for key in sorted(theirs | ours)
                          if ours.get(key) != theirs.get(key)]
+            hint = " (for dropout: task.dropout=...)" if any(item.startswith("dropout ") for item in different) else ""
             raise ValueError(f"model sizes differ from pretrained={run.path} ({'; '.join(different)}); "
-                             "drop the model override: a fine-tuned model takes the pretrained run's sizes")
+                             f"drop the model override: a fine-tuned model takes the pretrained run's sizes{hint}")
 
     def resolve(self, cfg: "DictConfig", overrides: Sequence[str] = ()) -> "DictConfig":
         from omegaconf import OmegaConf, open_dict
 
         run = self.pretrained_run(cfg)
-        if run is None:
-            return cfg
         cfg = cfg.copy()
         with open_dict(cfg):
-            cfg.model = OmegaConf.load(run.config).model
-            cfg.data.tokenizer = str(run.tokenizer.resolve())
+            if run is not None:
+                cfg.model = OmegaConf.load(run.config).model
+                cfg.data.tokenizer = str(run.tokenizer.resolve())
+            if self.dropout is not None:
+                cfg.model.dropout = float(self.dropout)
         return cfg
 
     # --- the run ---------------------------------------------------------------------------------
