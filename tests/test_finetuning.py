@@ -56,12 +56,14 @@ def test_info_nce_equals_the_hand_computed_value():
     assert gathered.item() == pytest.approx(info_nce(a, b, t, a_all=torch.cat([a, far]), b_all=torch.cat([b, far])).item())
 
 
-def test_a_batch_never_holds_a_group_twice_and_pairs_two_different_variants():
+@pytest.mark.parametrize("neighbours", [0.0, 0.5])
+def test_a_batch_never_holds_a_group_twice_and_pairs_two_different_variants(neighbours):
     rng = np.random.default_rng(0)
     variants = [[[group * 10 + variant] * 3 for variant in range(rng.integers(2, 5))] for group in range(101)]
     seen = []
     for rank in range(2):
-        dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0, rank=rank, world_size=2)
+        dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0, rank=rank, world_size=2,
+                                    neighbours=neighbours)
         assert len(dataset) == 101 // 8 // 2
         for batch in dataset:
             owner, tokens = batch["owner"], batch["tokens"]
@@ -71,7 +73,11 @@ def test_a_batch_never_holds_a_group_twice_and_pairs_two_different_variants():
             assert all(x % 10 != y % 10 for x, y in zip(first[:8], first[8:])), "two different variants"
             seen.extend(groups_a)
     assert len(seen) == len(set(seen)), "a group is in one batch of the epoch, across ranks"
-    dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0)
+    runs = [batch for rank in range(2) for batch in
+            GroupPairsDataset(variants, 8, 16, 0, rank=rank, world_size=2, neighbours=neighbours).batch_groups()
+            if np.all(np.diff(np.sort(batch)) == 1)]
+    assert len(runs) == round(neighbours * 12), "the asked fraction of batches are runs of neighbouring groups"
+    dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0, neighbours=neighbours)
     full = [batch["tokens"] for batch in dataset]
     dataset.resume_at(3)
     resumed = [batch["tokens"] for batch in dataset]
@@ -145,6 +151,7 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         f"data.tokenizer={tmp_path / 'missing.json'}": "does not exist",
         "data.batch_size=100000": "lower data.batch_size",
         "data.compilers=[clang]": "data.compilers holds 'clang'",
+        "data.neighbour_batches=2": "neighbour_batches must be within [0, 1]",
     }
     for override, message in cases.items():
         result = run_train(*finetune_overrides(pairs, trained_run, 2), override)

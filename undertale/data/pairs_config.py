@@ -32,6 +32,8 @@ class PairsDataConfig:
         max_tokens: a function's first tokens kept (cut into windows of the model's sequence length).
         packing: several windows per row, so no step computes on padding.
         num_workers: loader processes per rank (the pairs are held in memory: 0 is usually fastest).
+        neighbour_batches: the fraction of batches made of neighbouring functions (consecutive in name order,
+            mostly of one source file): harder in-batch negatives than random groups.
         seed: which groups meet in a batch, and which levels pair (the epoch is added to it).
         pin_memory: pin host memory (None: when a GPU is present).
 
@@ -51,6 +53,7 @@ class PairsDataConfig:
     num_workers: int = 0
     seed: int = 0
     pin_memory: Optional[bool] = None
+    neighbour_batches: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.pairs:
@@ -75,6 +78,9 @@ class PairsDataConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if (isinstance(self.neighbour_batches, bool) or not isinstance(self.neighbour_batches, (int, float))
+                or not 0.0 <= self.neighbour_batches <= 1.0):
+            raise ValueError(f"neighbour_batches must be within [0, 1], got {self.neighbour_batches!r}")
         for name in ("packing", "pin_memory"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
@@ -127,4 +133,5 @@ class PairsDataConfig:
             levels=self.levels, validation_levels=self.validation_levels, compilers=self.compilers,
             min_instructions=self.min_instructions, max_tokens=self.max_tokens, packing=self.packing,
             num_workers=self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
+            neighbour_batches=float(self.neighbour_batches),
         )

@@ -2,7 +2,10 @@
 
 Training: each epoch the groups (source functions) are put in a seeded order
 and cut into batches of ``K``; so a group is in at most one batch of the
-epoch, across every rank and loader worker, and never twice in a batch. For
+epoch, across every rank and loader worker, and never twice in a batch. A
+fraction of the batches (``neighbours``) may instead be runs of consecutive
+groups in name order (functions of one source file, mostly): harder in-batch
+negatives, such as the near-identical functions a library repeats. For
 each group two different variants (levels, or compilers) are drawn at random.
 A batch is the ``K`` ``a`` variants followed by the ``K`` ``b`` variants,
 packed into rows (see :func:`pack_functions`).
@@ -84,11 +87,12 @@ class GroupPairsDataset(IterableDataset):
         pad_id: id of ``[PAD]``.
         packing: pack windows into rows.
         seed: the epoch is added to it.
+        neighbours: the fraction of batches made of consecutive groups (``variants`` in group-name order).
         rank, world_size: this DDP rank; ranks take every ``world_size``-th batch.
     """
 
     def __init__(self, variants: Sequence[Sequence[Sequence[int]]], groups_per_batch: int, length: int, pad_id: int,
-                 packing: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 packing: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, neighbours: float = 0.0):
         self.variants = variants
         self.groups_per_batch = groups_per_batch
         self.length = length
@@ -97,6 +101,7 @@ class GroupPairsDataset(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.neighbours = neighbours
         self.epoch = 0
         self.skip = 0
 
@@ -112,10 +117,20 @@ class GroupPairsDataset(IterableDataset):
 
     def batch_groups(self) -> np.ndarray:
         """This epoch's batches of this rank: (batches, K) group indices."""
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.variants))
-        total = len(self) * self.world_size
-        batches = order[:total * self.groups_per_batch].reshape(total, self.groups_per_batch)
-        return batches[self.rank::self.world_size]
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(len(self.variants))
+        size, total = self.groups_per_batch, len(self) * self.world_size
+        if not self.neighbours:
+            return order[:total * size].reshape(total, size)[self.rank::self.world_size]
+        offset = int(rng.integers(size))  # runs start at another place each epoch
+        runs = np.arange(offset, offset + (len(self.variants) - offset) // size * size).reshape(-1, size)
+        wanted = min(int(round(self.neighbours * total)), len(runs))
+        neighbours = runs[np.sort(rng.choice(len(runs), size=wanted, replace=False))]
+        taken = np.zeros(len(self.variants), dtype=bool)
+        taken[neighbours.ravel()] = True
+        rest = order[~taken[order]][:(total - wanted) * size].reshape(-1, size)
+        batches = np.concatenate([neighbours, rest])
+        return batches[rng.permutation(total)][self.rank::self.world_size]
 
     def make_batch(self, groups: np.ndarray, index: int) -> dict:
         """Two different variants of each group, drawn with a seed of their own (the same on a resumed run)."""
@@ -190,7 +205,8 @@ class PairsDataModule(EpochDataModule):
     def __init__(self, directory: str, tokenizer: str, sequence_length: int, groups_per_batch: int = 64,
                  levels: Sequence[str] = ("O0", "O1", "O2", "O3"), validation_levels: Sequence[str] = ("O0", "O3"),
                  compilers: Optional[Sequence[str]] = None, min_instructions: int = 5, max_tokens: int = 512,
-                 packing: bool = True, num_workers: int = 0, seed: int = 0, pin_memory: Optional[bool] = None):
+                 packing: bool = True, num_workers: int = 0, seed: int = 0, pin_memory: Optional[bool] = None,
+                 neighbour_batches: float = 0.0):
         super().__init__()
         self.directory = Path(directory)
         self.tokenizer_path = tokenizer
@@ -204,6 +220,7 @@ class PairsDataModule(EpochDataModule):
         self.packing = packing
         self.num_workers = num_workers
         self.seed = seed
+        self.neighbour_batches = neighbour_batches
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_dataset: Optional[GroupPairsDataset] = None
         self.val_dataset: Optional[ValidationPairsDataset] = None
@@ -259,7 +276,7 @@ class PairsDataModule(EpochDataModule):
                     "lower data.batch_size or use more projects"
                 )
             self.train_dataset = GroupPairsDataset(groups, self.groups_per_batch, self.length, pad_id, self.packing,
-                                                   self.seed, rank, world)
+                                                   self.seed, rank, world, self.neighbour_batches)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             queries, partners = self.validation_pairs()
             if len(queries) < 2:

@@ -119,6 +119,7 @@ class SimilarityTask(Task):
                 cfg.data.tokenizer = str(run.tokenizer.resolve())
             if self.dropout is not None:
                 cfg.model.dropout = float(self.dropout)
+            cfg.model._target_ = MODULE  # the saved config names the module this run trains
         return cfg
 
     # --- the run ---------------------------------------------------------------------------------
