@@ -67,10 +67,12 @@ def test_identical_binaries_give_mrr_one_and_o0_o2_is_harder(pairs, trained_run)
     results = benchmark(rows + same, systems, pool_sizes=[4], comparisons=comparisons, min_instructions=3)
     identical, across = results["comparisons"]["gcc-copy (-O2)"], results["comparisons"]["O0-O2 (gcc)"]
     assert identical["pairs"] >= 6 and across["pairs"] >= 6
+    assert identical["identical"] == identical["pairs"] and across["identical"] < across["pairs"]
     for system in systems:
         assert identical["systems"][system]["4"]["mrr"] == 1.0, system
         assert 0 < across["systems"][system]["4"]["mrr"] <= 1.0
-    assert "gcc-copy (-O2)" in similarity.table(results)
+    shown = similarity.table(results)
+    assert "gcc-copy (-O2)" in shown and " 100%  model" in shown
 
 
 def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path):

@@ -193,6 +193,7 @@ def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]],
     for pair_set in pair_sets(rows, comparisons or default_comparisons(rows), min_instructions):
         results[pair_set.name] = {
             "pairs": len(pair_set.groups),
+            "identical": sum(query == partner for query, partner in zip(pair_set.queries, pair_set.partners)),
             "systems": {name: evaluate_system(embed, pair_set, pool_sizes, seed) for name, embed in systems.items()},
         }
     return {"comparisons": results, "pool_sizes": list(pool_sizes), "seed": seed, "min_instructions": min_instructions}
@@ -201,7 +202,7 @@ def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]],
 def table(results: dict) -> str:
     """The results as a text table: one row per comparison and system, MRR and Recall@1 per pool size."""
     sizes = [str(size) for size in results["pool_sizes"]]
-    header = f"{'comparison':<22}{'pairs':>7}  {'system':<12}" + "".join(
+    header = f"{'comparison':<22}{'pairs':>7}{'same':>6}  {'system':<12}" + "".join(
         f"{'MRR@' + size:>10}{'R@1@' + size:>10}" for size in sizes)
     lines = [header, "-" * len(header)]
     for name, comparison in results["comparisons"].items():
@@ -215,10 +216,13 @@ def table(results: dict) -> str:
                 if pool is not None and pool < int(size):
                     shown += "*"
                 cells += f"{shown:>10}{recall:>10}"
-            lines.append(f"{name:<22}{comparison['pairs']:>7}  {system:<12}{cells}")
+            same = comparison.get("identical")
+            same = "-" if same is None or not comparison["pairs"] else f"{100 * same / comparison['pairs']:.0f}%"
+            lines.append(f"{name:<22}{comparison['pairs']:>7}{same:>6}  {system:<12}{cells}")
     if any(score.get("pool_size", int(size)) < int(size) for comparison in results["comparisons"].values()
            for scores in comparison["systems"].values() for size, score in scores.items()):
         lines.append("* fewer pairs than the pool size: one pool of all pairs")
+    lines.append("same: pairs whose two functions have the same text (every system ranks those by exact match)")
     return "\n".join(lines)
 
 
