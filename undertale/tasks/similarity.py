@@ -45,10 +45,7 @@ class SimilarityTask(Task):
         from ..models.similarity_settings import check_similarity_settings
 
         super().__init__(monitor, mode)
-        check_similarity_settings(temperature, projection_size, pooling, pool)
-        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                                    or not 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be within [0, 1) or null, got {dropout!r}")
+        check_similarity_settings(temperature, projection_size, pooling, pool, dropout)
         self.dropout = dropout
         self.settings = {"temperature": temperature, "projection_size": projection_size, "pooling": pooling,
                          "pool": pool}
