@@ -66,11 +66,8 @@ rm -rf "$RUNS" "$LOGS"
 mkdir -p "$RUNS" "$LOGS"
 : >"$OUT/steps.log"
 
-export UNDERTALE_CACHE=${UNDERTALE_CACHE:-$WORK/cache}
-export WANDB_MODE=offline WANDB_SILENT=false WANDB_CONSOLE=off WANDB_DISABLE_GIT=true
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TQDM_MININTERVAL=10
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # the project imports even if the editable install fails
+source "$REPO/scripts/device_steps.sh"
+RESERVE_SCALE=560   # the step reserves below are set for a 560 s budget
 
 # ---------------------------------------------------------------- settings per mode
 if [ "$CPU" = 1 ]; then
@@ -94,59 +91,13 @@ else
 fi
 read -r -a DATA <<<"${GPU_CHECK_DATA-$DATA_DEFAULT}"
 
-# ---------------------------------------------------------------- step runner
-START=$(date +%s)
-now() { date +%s.%N; }
-remaining() { echo $((BUDGET - ($(date +%s) - START))); }
-
+# ---------------------------------------------------------------- summary header
 {
     echo "undertale GPU check ($MODE), started $(date -u +%Y-%m-%dT%H:%M:%SZ) on ${HOSTNAME:-?}"
     echo "repo $REPO; OUT $OUT; work $WORK; cache $UNDERTALE_CACHE; budget ${BUDGET}s; python $PY"
     echo
     printf '%-14s %6s %8s %7s  %s\n' step rc seconds limit note
 } >"$OUT/summary.txt"
-
-record() { # record NAME RC SECONDS LIMIT NOTE
-    printf '%-14s %6s %8s %7s  %s\n' "$1" "$2" "$3" "$4" "$5" >>"$OUT/summary.txt"
-}
-
-LAST_RC=0
-# step NAME CAP RESERVE -- command...   (RESERVE: seconds kept back for the steps after this one)
-step() {
-    local name=$1 cap=$2 reserve=$3
-    shift 4
-    local left limit log t0 t1 rc secs note
-    if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
-        record "$name" skip 0 0 "GPU_CHECK_SKIP"
-        LAST_RC=0
-        return 0
-    fi
-    reserve=$((reserve * BUDGET / 560))   # the reserves are set for the default budget: scale them to this one
-    left=$(($(remaining) - reserve))
-    limit=$((cap < left ? cap : left))
-    if [ "$limit" -lt 15 ]; then
-        record "$name" skip 0 "$limit" "not run: $(remaining)s of the budget left"
-        echo "=== [$name] skipped: $(remaining)s of the budget left" | tee -a "$OUT/steps.log"
-        LAST_RC=124
-        return 0
-    fi
-    log=$LOGS/$name.log
-    echo "=== [$name] (timeout ${limit}s, $(remaining)s left) $*" | tee -a "$OUT/steps.log"
-    t0=$(now)
-    timeout --kill-after=20 "$limit" "$@" 2>&1 | tee -a "$OUT/steps.log" >"$log"
-    rc=${PIPESTATUS[0]}
-    t1=$(now)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-    note=""
-    [ "$rc" = 124 ] || [ "$rc" = 137 ] && note="TIMED OUT at ${limit}s"
-    [ "$rc" = 143 ] && [ -z "$note" ] && note="stopped by SIGTERM"
-    [ "$rc" = 2 ] && note="$(grep -m1 '^error:' "$log" | cut -c1-160)"
-    record "$name" "$rc" "$secs" "$limit" "$note"
-    echo "=== [$name] rc=$rc in ${secs}s $note" | tee -a "$OUT/steps.log"
-    grep -v "^wandb:" "$log" | tail -n 8 | cut -c1-300
-    LAST_RC=$rc
-    return 0
-}
 
 # ---------------------------------------------------------------- helpers (files under $WORK)
 cat >"$WORK/prepare.py" <<'EOF'
@@ -170,166 +121,10 @@ prepared = data.prepare(cfg.model.sequence_length, progress=True)
 print(f"prepared in {time.perf_counter() - started:.1f} s: tokenizer {prepared.tokenizer}; shards {prepared.tokenized}")
 EOF
 
-cat >"$WORK/collect.py" <<'EOF'
-"""results.json: every run's metrics.json / evaluation.json, the bench table; key numbers on stdout."""
-import json
-import re
-import sys
-from pathlib import Path
-
-out, runs, logs, work = (Path(p) for p in sys.argv[1:5])
-
-
-def load(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-results = {"runs": {}, "bench": {}}
-for run in sorted(p for p in runs.iterdir() if p.is_dir()):
-    entry = {"metrics": load(run / "metrics.json"), "evaluation": load(run / "evaluation.json"),
-             "similarity": load(run / "similarity.json"), "wandb": load(run / "wandb.json")}
-    checkpoints = run / "checkpoints"
-    if checkpoints.is_dir():
-        entry["checkpoints"] = {p.name: (p.stat().st_size if p.is_file() else "dir")
-                                for p in sorted(checkpoints.iterdir())}
-    results["runs"][run.name] = entry
-before = load(work / "metrics-gpu-before-resume.json")
-if before is not None:
-    results["runs"].setdefault("gpu", {})["metrics_before_resume"] = before
-
-bench = logs / "bench.log"
-if bench.is_file():
-    text = bench.read_text(errors="replace")
-    rows, in_table = [], False
-    for line in text.splitlines():
-        if "tokens/s" in line and "step ms" in line:
-            in_table = True
-            continue
-        if in_table:
-            if not line.strip():
-                in_table = False
-                continue
-            match = re.match(r"^(.{36})\s*([\d,.]+)\s+(\S+)\s+(\S+)\s+(\S+)\s*(.*)$", line)
-            if match:
-                rows.append({"row": match.group(1).strip(), "tokens_per_s": match.group(2),
-                             "step_ms": match.group(3), "peak_gb": match.group(4),
-                             "ceiling": match.group(5), "note": match.group(6).strip()})
-    results["bench"] = {
-        "header": [l for l in text.splitlines() if l.startswith(("machine:", "device:", "shape:", "corpus lengths:"))],
-        "rows": rows,
-        "ratios": [l for l in text.splitlines() if "x" in l and ("/ HuggingFace" in l or "packed / padded" in l)],
-    }
-(out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-
-keys = ("status", "global_step", "seconds", "train/loss", "train/tokens_per_sec", "train/mfu", "val/loss",
-        "val/accuracy", "baseline/most_frequent_token_accuracy", "val/mrr", "val/recall@1", "baseline/tfidf_mrr",
-        "world_size", "error")
-for name, entry in results["runs"].items():
-    for label in ("metrics_before_resume", "metrics"):
-        metrics = entry.get(label)
-        if metrics:
-            shown = ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else f"{k}={metrics[k]}"
-                              for k in keys if k in metrics)
-            print(f"  {name}{' (before resume)' if label == 'metrics_before_resume' else ''}: {shown}")
-    evaluation = entry.get("evaluation")
-    if evaluation:
-        overall = evaluation.get("overall", evaluation) if isinstance(evaluation, dict) else {}
-        shown = {k: overall[k] for k in ("loss", "accuracy", "perplexity", "targets") if k in overall}
-        print(f"  {name} evaluation: {shown or list(evaluation)[:8]}")
-    for comparison, scores in ((entry.get("similarity") or {}).get("comparisons") or {}).items():
-        for system, pools in scores["systems"].items():
-            cells = ", ".join(f"MRR@{size} {score['mrr']:.3f}" for size, score in pools.items() if score["mrr"] is not None)
-            print(f"  {name} search {comparison} ({scores['pairs']} pairs) {system}: {cells}")
-    if entry.get("checkpoints"):
-        print(f"  {name} checkpoints: {entry['checkpoints']}")
-for line in results["bench"].get("header", []) + [
-        f"{r['row']:<36} {r['tokens_per_s']:>14} {r['step_ms']:>9} {r['peak_gb']:>7} {r['ceiling']:>7}  {r['note']}"
-        for r in results["bench"].get("rows", [])] + results["bench"].get("ratios", []):
-    print(f"  bench: {line}")
-EOF
-
-collect() {
-    "$PY" "$WORK/collect.py" "$OUT" "$RUNS" "$LOGS" "$WORK" >"$WORK/key-numbers.txt" 2>&1
-    {
-        for run in "$RUNS"/*/; do
-            [ -d "$run" ] || continue
-            echo "################ $run"
-            (cd "$run" && find . -maxdepth 2 -not -path './wandb/*' -printf '%10s  %p\n' | sort -k2) 2>/dev/null
-            for f in overrides.yaml metrics.json wandb.json environment.json; do
-                [ -f "$run/$f" ] && { echo "---- $f"; head -c 20000 "$run/$f"; echo; }
-            done
-            [ -f "$run/train.log" ] && { echo "---- train.log (last 60 lines)"; tail -n 60 "$run/train.log"; }
-        done
-    } >"$OUT/runs.txt" 2>&1
-}
-
-# ---------------------------------------------------------------- step 0: environment
-environment() {
-    echo "## date"; date -u
-    echo "## uname"; uname -a
-    echo "## nproc"; nproc
-    echo "## memory"; free -g 2>/dev/null || head -3 /proc/meminfo
-    echo "## disk"; df -h /tmp "$REPO" 2>/dev/null
-    echo "## nvidia-smi"; nvidia-smi 2>&1 || echo "(no nvidia-smi)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.sm,power.limit,compute_cap \
-        --format=csv 2>&1 || true
-    echo "## compilers (inductor/triton need a C compiler)"; (gcc --version 2>&1 | head -1) || true
-    command -v nvcc >/dev/null && nvcc --version | tail -2
-    echo "## python"; "$PY" - <<'PYEOF'
-import importlib, platform, sys
-print(sys.executable, platform.python_version())
-for name in ("torch", "lightning", "pytorch_lightning", "torchmetrics", "transformers", "tokenizers", "pyarrow",
-             "numpy", "triton", "hydra", "omegaconf", "wandb", "capstone", "elftools", "scipy", "matplotlib"):
-    try:
-        module = importlib.import_module(name)
-        print(f"{name:18} {getattr(module, '__version__', '?')}")
-    except Exception as error:
-        print(f"{name:18} MISSING ({type(error).__name__}: {error})")
-import torch
-print("cuda", torch.version.cuda, "available", torch.cuda.is_available(), "devices", torch.cuda.device_count())
-if torch.cuda.is_available():
-    print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0),
-          "bf16", torch.cuda.is_bf16_supported(), "memory GiB", round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
-PYEOF
-    echo "## large files in the corpus's system directories (disassembly time risk)"
-    find /usr/bin /usr/sbin /usr/libexec /usr/lib/x86_64-linux-gnu -type f -size +50M -printf '%s %p\n' 2>/dev/null \
-        | sort -rn | head -15
-    echo "## pip list"; "$PY" -m pip list 2>/dev/null
-}
-export -f environment
-export PY REPO
 step env 60 0 -- bash -c environment
 cp "$LOGS/env.log" "$OUT/env.txt" 2>/dev/null
 
 # ---------------------------------------------------------------- step 1: wheels + project
-install() {
-    local wheels=$REPO/.device/wheels missing=""
-    for module in hydra omegaconf antlr4 wandb capstone elftools; do
-        "$PY" -c "import $module" 2>/dev/null || missing="$missing $module"
-    done
-    echo "missing before install:${missing:- none}"
-    if [ -n "$missing" ]; then
-        [ -d "$wheels" ] || { echo "no $wheels: carry .device"; return 3; }
-        local names
-        names=$(ls "$wheels" | sed -E 's/^([^-]+)-.*/\1/' | sort -u | tr '\n' ' ')
-        # resolve against what the image has; fall back to the carried wheels without dependency resolution
-        "$PY" -m pip install --no-index --find-links "$wheels" --no-cache-dir --no-compile \
-            hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 wandb==0.31.0 capstone==5.0.9 \
-            pyelftools==0.33 ||
-            "$PY" -m pip install --no-index --no-deps --find-links "$wheels" --no-cache-dir --no-compile $names
-    fi
-    "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-cache-dir -e "$REPO" ||
-        echo "editable install failed: the project is imported through PYTHONPATH=$REPO"
-    "$PY" -c "import transformers; print('transformers', transformers.__version__)" ||
-        echo "no transformers: the bench's HuggingFace row will be skipped"
-    "$PY" -c "import hydra, omegaconf, wandb, capstone, elftools, undertale; \
-print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'wandb', wandb.__version__, \
-'capstone', capstone.__version__, 'undertale', undertale.__file__)"
-}
-export -f install
 if [ "$CPU" = 1 ]; then
     record install skip 0 0 "cpu rehearsal: no wheel install"
 else
@@ -423,20 +218,6 @@ collect
 
 
 # ---------------------------------------------------------------- step 10: collect
-offline_check() {
-    local found=0
-    for run in "$RUNS"/*/; do
-        for dir in "$run"wandb/offline-run-*; do
-            [ -d "$dir" ] || continue
-            found=1
-            echo "## $dir"
-            "$PY" -m undertale.training.wandb_offline "$dir" 2>&1 | head -c 3000
-            echo
-        done
-    done
-    [ "$found" = 1 ] || { echo "no offline W&B runs found"; return 1; }
-}
-export -f offline_check
 step wandb_offline 40 0 -- bash -c offline_check
 collect
 {

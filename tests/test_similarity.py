@@ -75,6 +75,26 @@ def test_identical_binaries_give_mrr_one_and_o0_o2_is_harder(pairs, trained_run)
     assert "gcc-copy (-O2)" in shown and " 100%  model" in shown
 
 
+def test_benchmark_embeds_each_distinct_function_once_and_scores_each_comparison_as_directly(pairs):
+    from undertale.data.pairs import read_pairs
+
+    rows = read_pairs(pairs, "train").to_pylist()
+    rows += [row | {"compiler": "copy"} for row in rows if row["level"] == "O2"]  # texts shared by comparisons
+    tfidf, calls = TfIdf([row["disassembly"] for row in rows]), []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return tfidf.vectors(texts)
+
+    comparisons = [(Setting("gcc", "O0"), Setting("gcc", "O2")), (Setting("gcc", "O2"), Setting("copy", "O2"))]
+    results = benchmark(rows, {"tf-idf": counting}, pool_sizes=[4], comparisons=comparisons, min_instructions=3)
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0]))
+    for pair_set in similarity.pair_sets(rows, comparisons, min_instructions=3):
+        direct = search_scores(tfidf.vectors(pair_set.queries), tfidf.vectors(pair_set.partners),
+                               similarity.pools(len(pair_set.groups), 4, seed=0))
+        assert results["comparisons"][pair_set.name]["systems"]["tf-idf"]["4"] == direct, pair_set.name
+
+
 def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path):
     source, program = tmp_path / "toolkit.c", tmp_path / "toolkit.o"
     source.write_text(PROGRAM)

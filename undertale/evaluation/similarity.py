@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -170,12 +171,13 @@ class TfIdf:
         return csr_matrix((values, (rows, columns)), shape=(len(texts), len(self.vocabulary)), dtype=np.float64)
 
 
-def evaluate_system(embed: Callable[[Sequence[str]], Any], pair_set: PairSet, pool_sizes: Sequence[int],
+def evaluate_system(vectors: Any, index: dict[str, int], pair_set: PairSet, pool_sizes: Sequence[int],
                     seed: int) -> dict:
-    """Scores of one system on one comparison, for each pool size."""
+    """Scores of one system on one comparison, for each pool size, from the system's ``vectors`` of every text."""
     if not pair_set.groups:
         return {str(size): search_scores(np.zeros((0, 1)), np.zeros((0, 1)), []) for size in pool_sizes}
-    queries, candidates = embed(pair_set.queries), embed(pair_set.partners)
+    queries = vectors[[index[text] for text in pair_set.queries]]
+    candidates = vectors[[index[text] for text in pair_set.partners]]
     return {str(size): search_scores(queries, candidates, pools(len(pair_set.groups), size, seed))
             for size in pool_sizes}
 
@@ -183,19 +185,31 @@ def evaluate_system(embed: Callable[[Sequence[str]], Any], pair_set: PairSet, po
 def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]], np.ndarray]],
               pool_sizes: Sequence[int] = DEFAULT_POOLS, seed: int = 0,
               min_instructions: int = DEFAULT_MIN_INSTRUCTIONS,
-              comparisons: Optional[Sequence[tuple[Setting, Setting]]] = None) -> dict:
+              comparisons: Optional[Sequence[tuple[Setting, Setting]]] = None, progress: bool = False) -> dict:
     """MRR and Recall@1 of every system on every comparison and pool size.
+
+    Each system embeds every distinct function text once (a text shared by several comparisons, or
+    identical at two levels, is not embedded again); ``progress`` prints each system's count and time.
 
     Returns:
         ``{"comparisons": {name: {"pairs": n, "systems": {system: {pool: scores}}}}, ...}``.
     """
-    results = {}
-    for pair_set in pair_sets(rows, comparisons or default_comparisons(rows), min_instructions):
-        results[pair_set.name] = {
-            "pairs": len(pair_set.groups),
-            "identical": sum(query == partner for query, partner in zip(pair_set.queries, pair_set.partners)),
-            "systems": {name: evaluate_system(embed, pair_set, pool_sizes, seed) for name, embed in systems.items()},
-        }
+    sets = pair_sets(rows, comparisons or default_comparisons(rows), min_instructions)
+    texts = sorted({text for pair_set in sets for text in (*pair_set.queries, *pair_set.partners)})
+    index = {text: position for position, text in enumerate(texts)}
+    results = {pair_set.name: {
+        "pairs": len(pair_set.groups),
+        "identical": sum(query == partner for query, partner in zip(pair_set.queries, pair_set.partners)),
+        "systems": {},
+    } for pair_set in sets}
+    for name, embed in systems.items():
+        started = time.perf_counter()
+        vectors = embed(texts) if texts else np.zeros((0, 1))
+        if progress:
+            print(f"{name}: {len(texts):,} distinct functions embedded in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+        for pair_set in sets:
+            results[pair_set.name]["systems"][name] = evaluate_system(vectors, index, pair_set, pool_sizes, seed)
     return {"comparisons": results, "pool_sizes": list(pool_sizes), "seed": seed, "min_instructions": min_instructions}
 
 
@@ -249,15 +263,16 @@ def main(cfg) -> int:
     if not rows:
         return _fail(f"no functions in the {split} split of {pairs_value}")
     tfidf = TfIdf([row["disassembly"] for row in rows])
-    systems = {"model": model.embed}
+    systems = {"model": partial(model.embed, progress=True)}
     pretrained = _pretrained_of(run)
     if pretrained is not None:  # a fine-tuned run: its pretrained encoder, zero-shot
-        systems["pretrained"] = FunctionEncoder.from_run(pretrained, pooling=cfg.get("pooling") or "mean").embed
-    systems |= {"untrained": untrained.embed, "tf-idf": tfidf.vectors}
+        zero_shot = FunctionEncoder.from_run(pretrained, pooling=cfg.get("pooling") or "mean")
+        systems["pretrained"] = partial(zero_shot.embed, progress=True)
+    systems |= {"untrained": partial(untrained.embed, progress=True), "tf-idf": tfidf.vectors}
     pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
     min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
     started = time.perf_counter()
-    results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions)
+    results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions, progress=True)
     results |= {"run": str(run.path), "pairs": str(pairs_value), "split": split,
                 "seconds": round(time.perf_counter() - started, 1)}
     print(table(results))
