@@ -52,3 +52,26 @@ def test_the_frameworks_modules_clip_with_a_fused_optimizer_under_bf16():
 
     fit(Recording(fused_optimizer=True))
     assert clipped_norms and all(norm <= 1.0 + 1e-4 for norm in clipped_norms), clipped_norms
+
+
+def test_probes_run_in_the_trainers_precision_as_under_fsdp_mixed_precision(trained_run):
+    """Under FSDP's mixed precision the layers run with bf16 weights while the embeddings give float32
+    states; the model then works only inside the trainer's forward context (autocast). The probes ran
+    outside it and failed on an H100 with "mat1 and mat2 must have the same dtype". The same failure
+    on CPU: the layers' linear weights in bf16 (CPU's layer norm, unlike the compiled CUDA graph,
+    also refuses bf16 weights on float inputs, so the norms stay float32)."""
+    from undertale.inference import find_checkpoint, load_model
+    from undertale.training.callbacks import Probes
+
+    model = load_model(find_checkpoint(None, str(trained_run)), torch.device("cpu"))
+    for module in model.encoder.layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
+    probes = Probes({"xor": "xor eax [MASK]"}, tokenizer=str(trained_run / "tokenizer.json"))
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype"):
+        probes.fill(model)
+    trainer = lightning.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)
+    probes.on_validation_end(trainer, model)
+    [(step, name, text, filled, top)] = probes.rows
+    assert name == "xor" and filled.startswith("xor eax ") and "[MASK]" not in filled and top

@@ -7,7 +7,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Optional
 
 import lightning
 import torch
@@ -283,8 +284,13 @@ class Probes(lightning.Callback):
         self.rows: list[list[Any]] = []
         self._tokenizer = None
 
-    def fill(self, pl_module: lightning.LightningModule) -> list[list[Any]]:
-        """One row per probe: step, name, text, filled text, and the candidates of each ``[MASK]``."""
+    def fill(self, pl_module: lightning.LightningModule,
+             precision: Callable[[], ContextManager] = nullcontext) -> list[list[Any]]:
+        """One row per probe: step, name, text, filled text, and the candidates of each ``[MASK]``.
+
+        ``precision`` is the trainer's forward context (``trainer.precision_plugin.forward_context``): under
+        FSDP's mixed precision the layers hold bf16 weights and the model only runs inside it.
+        """
         from ..data.tokenizer import load_tokenizer
         from ..inference import encode, fill
 
@@ -296,20 +302,25 @@ class Probes(lightning.Callback):
         pl_module.eval()
         rows = []
         try:
-            for name, text in self.probes.items():
-                masked = encode(self._tokenizer, text, pl_module.hparams.sequence_length)
-                filled, found = fill(pl_module, self._tokenizer, masked, self.top)
-                top = " | ".join(", ".join(f"{token} {probability:.3f}" for token, probability in options)
-                                 for options in found)
-                rows.append([pl_module.global_step, name, text, filled, top])
+            with precision():
+                for name, text in self.probes.items():
+                    masked = encode(self._tokenizer, text, pl_module.hparams.sequence_length)
+                    filled, found = fill(pl_module, self._tokenizer, masked, self.top)
+                    top = " | ".join(", ".join(f"{token} {probability:.3f}" for token, probability in options)
+                                     for options in found)
+                    rows.append([pl_module.global_step, name, text, filled, top])
         finally:
             pl_module.train(was_training)
         return rows
 
     def on_validation_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.tokenizer_path is None:
+        if trainer.sanity_checking or self.tokenizer_path is None:
             return
-        self.rows += self.fill(pl_module)
+        # every rank runs the model: a sharded (FSDP) forward gathers its weights from all ranks
+        rows = self.fill(pl_module, trainer.precision_plugin.forward_context)
+        if not trainer.is_global_zero:
+            return
+        self.rows += rows
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 import wandb
