@@ -42,8 +42,9 @@ def train(args: list[str], environment: dict = ENVIRONMENT, timeout: int = 300) 
 
 
 def start(args: list[str]) -> subprocess.Popen:
+    """train.py in its own process group, as a cluster job step (signals can go to the whole group)."""
     return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=os.environ | ENVIRONMENT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for_checkpoint(process: subprocess.Popen, run: RunDirectory, timeout: float = 180) -> None:
@@ -115,11 +116,12 @@ def test_killed_run_resumes_with_no_arguments_and_matches_an_uninterrupted_one(c
 
 @pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_exits_nonzero_and_resumes_to_the_end(cache, tmp_path):
+    """SIGTERM to the whole process group, as SLURM and `timeout` send it: the loader worker gets it too."""
     run = RunDirectory(tmp_path / "preempted")
-    process = start(arguments(cache, run.path))
+    process = start(arguments(cache, run.path) + ["data.num_workers=1"])
     wait_for_checkpoint(process, run)
     signalled_after = step_of(run.last_checkpoint)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "preempted by SIGTERM" in stderr and f"resume={run.path}" in stderr

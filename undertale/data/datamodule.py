@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader
 
 from .dataset import TokenizedParquetDataset
 from .encode import tokenized_files
+from .workers import PreemptibleLoader
 
 
-class EpochLoader(DataLoader):
+class EpochLoader(PreemptibleLoader):
     """A DataLoader that starts each pass of its dataset at ``epoch()`` (None: the dataset's own epoch).
 
     Lightning tells only samplers which epoch starts; this tells the

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .datamodule import EpochDataModule
 from .pairs import read_pairs
 from .tokenizer import PAD, load_tokenizer
+from .workers import PreemptibleLoader
 
 
 def pack_functions(functions: Sequence[Sequence[int]], length: int, pad_id: int, packing: bool = True) -> dict:
@@ -296,4 +297,4 @@ class PairsDataModule(EpochDataModule):
         return self.epoch_loader(self.train_dataset, **self._options())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_dataset, **self._options())
+        return PreemptibleLoader(self.val_dataset, **self._options())

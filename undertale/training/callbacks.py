@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from ..data.workers import PREEMPTION_SIGNALS
 from ..environment import peak_bf16_flops
 from ..models.flops import count_parameters, training_flops_per_token
 from .checkpointing import RunCheckpoint
@@ -194,7 +195,7 @@ class Preemption(lightning.Callback):
     save together. After ``fit``, :attr:`signum` is the signal received (None if none).
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = PREEMPTION_SIGNALS  # the loader workers ignore them (undertale.data.workers)
 
     def __init__(self):
         self.signum: Optional[int] = None
