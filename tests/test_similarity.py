@@ -135,7 +135,8 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     assert set(systems) == {"model", "untrained", "tf-idf"}
     assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
     logged = (trained_run / "similarity" / "csv" / "metrics.csv").read_text()  # the logger group's run
-    assert "similarity/O0-O2 (gcc)/model/mrr@4" in logged
+    assert "similarity/O0-O2_gcc/model/mrr@4" in logged
+    assert similarity.metric_key("gcc-clang (-O2)") == "gcc-clang_-O2"
 
 
 @pytest.mark.parametrize("arguments, message", [

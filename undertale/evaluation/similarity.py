@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -296,12 +297,17 @@ def _pretrained_of(run) -> Optional[str]:
     return None
 
 
+def metric_key(comparison: str) -> str:
+    """A comparison's name as a logger key, without spaces or parentheses: ``O0-O3 (gcc)`` -> ``O0-O3_gcc``."""
+    return re.sub(r"[^\w.@-]+", "_", comparison).strip("_")
+
+
 def _log(run, results: dict, cfg) -> None:
     """MRR and Recall@1 of every comparison, system and pool as a run in the training run's group."""
     from .runlog import log_evaluation
 
     metrics = {
-        f"similarity/{name}/{system}/{metric}@{size}": score[metric]
+        f"similarity/{metric_key(name)}/{system}/{metric}@{size}": score[metric]
         for name, comparison in results["comparisons"].items()
         for system, scores in comparison["systems"].items()
         for size, score in scores.items()
