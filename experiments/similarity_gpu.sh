@@ -36,21 +36,11 @@ set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
 OUT=${OUT:-$REPO/similarity-gpu-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
 CPU=${SIMILARITY_GPU_CPU:-0}
 BUDGET=${SIMILARITY_GPU_BUDGET:-$([ "$CPU" = 1 ] && echo 1500 || echo 560)}
 WORK=${SIMILARITY_GPU_WORK:-/tmp/undertale-similarity-gpu}
-RUNS=$WORK/runs
-LOGS=$WORK/logs
-PY=${PYTHON:-python3}
-command -v "$PY" >/dev/null 2>&1 || PY=python
 PAIRS=${SIMILARITY_PAIRS:-$REPO/.device/pairs}
 PRETRAIN_DATA=${PRETRAIN_DATA:-$REPO/.device/pretrain}
-
-rm -rf "$RUNS" "$LOGS"
-mkdir -p "$RUNS" "$LOGS"
-: >"$OUT/steps.log"
 source "$REPO/scripts/device_steps.sh"
 RESERVE_SCALE=560   # the step reserves below are set for a 560 s budget
 

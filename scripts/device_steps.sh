@@ -2,10 +2,21 @@
 # experiments/similarity_gpu.sh: a step runner with a time budget, the environment report, the install of
 # the carried wheels, and the collection of every run's results into $OUT.
 #
-# The caller sets, before sourcing: REPO, OUT (existing folder), WORK, RUNS, LOGS, PY, BUDGET (seconds),
-# and optionally RESERVE_SCALE (the budget its reserves were set for; default BUDGET) and CAP_SCALE (a factor
-# on every step's cap, e.g. for a slower CPU rehearsal; default 1). It then writes the
-# header of $OUT/summary.txt and calls `step NAME CAP RESERVE -- command...` for each step.
+# The caller sets, before sourcing: REPO, OUT (a folder, created here), WORK (run directories and cache;
+# WORK/runs and WORK/logs are emptied here), BUDGET (seconds), and optionally RESERVE_SCALE (the budget its
+# reserves were set for; default BUDGET) and CAP_SCALE (a factor on every step's cap, e.g. for a slower CPU
+# rehearsal; default 1). It then writes the header of $OUT/summary.txt and calls
+# `step NAME CAP RESERVE -- command...` for each step. PY is $PYTHON, else python3, else python.
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+RUNS=$WORK/runs
+LOGS=$WORK/logs
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null 2>&1 || PY=python
+rm -rf "$RUNS" "$LOGS"
+mkdir -p "$RUNS" "$LOGS"
+: >"$OUT/steps.log"
 
 export UNDERTALE_CACHE=${UNDERTALE_CACHE:-$WORK/cache}
 export WANDB_MODE=offline WANDB_SILENT=false WANDB_CONSOLE=off WANDB_DISABLE_GIT=true

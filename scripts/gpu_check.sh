@@ -52,20 +52,9 @@ set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
 OUT=${OUT:-$REPO/gpu-check-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
 CPU=${GPU_CHECK_CPU:-0}
-BUDGET=${GPU_CHECK_BUDGET:-$([ "${GPU_CHECK_CPU:-0}" = 1 ] && echo 1500 || echo 560)}
+BUDGET=${GPU_CHECK_BUDGET:-$([ "$CPU" = 1 ] && echo 1500 || echo 560)}
 WORK=${GPU_CHECK_WORK:-/tmp/undertale-gpu-check}
-RUNS=$WORK/runs
-LOGS=$WORK/logs
-PY=${PYTHON:-python3}
-command -v "$PY" >/dev/null 2>&1 || PY=python
-
-rm -rf "$RUNS" "$LOGS"
-mkdir -p "$RUNS" "$LOGS"
-: >"$OUT/steps.log"
-
 source "$REPO/scripts/device_steps.sh"
 RESERVE_SCALE=560   # the step reserves below are set for a 560 s budget
 
