@@ -6,7 +6,7 @@
 #   SIMILARITY_GPU_CPU=1 bash experiments/similarity_gpu.sh   # CPU rehearsal: tiny, a few steps each
 #
 # Steps (each under its own timeout; a failing step never stops the others; a training step that fails
-# is tried once more with compile=false, as <step>_eager):
+# without leaving a checkpoint is tried once more with compile=false, as <step>_eager):
 #   env        nvidia-smi, versions (env.txt)
 #   install    the carried wheels (.device/wheels) and the project
 #   pretrain   train.py trainer=gpu model=small: masked-LM pretraining, PRETRAIN_STEPS steps, on the carried
@@ -102,7 +102,7 @@ PRETRAINED=$RUNS/pretrain
 step pretrain 200 300 -- "$PY" train.py "${HARDWARE[@]}" "${MODEL[@]}" ${PRETRAIN_SOURCE[@]+"${PRETRAIN_SOURCE[@]}"} \
     "${PRETRAIN[@]}" trainer.max_time=$PRETRAIN_TIME trainer.log_every_n_steps=50 "${LOGGER[@]}" \
     "hydra.run.dir=$PRETRAINED"
-if ! trained "$PRETRAINED"; then   # tells a torch.compile problem apart from the rest; the later steps need a run
+if [ "$LAST_RC" != 0 ] && ! trained "$PRETRAINED"; then   # tells a torch.compile problem apart from the rest; the later steps need a run
     PRETRAINED=$RUNS/pretrain_eager
     step pretrain_eager 150 300 -- "$PY" train.py "${HARDWARE[@]}" "${MODEL[@]}" compile=false \
         ${PRETRAIN_SOURCE[@]+"${PRETRAIN_SOURCE[@]}"} "${PRETRAIN[@]}" trainer.max_time=00:00:01:30 \
@@ -116,7 +116,7 @@ finetune() {
     shift 2
     step "$name" 170 150 -- "$PY" train.py experiment=similarity "${HARDWARE[@]}" "data.pairs=$PAIRS" "$@" \
         ${FINETUNE[@]+"${FINETUNE[@]}"} trainer.max_time=$FINETUNE_TIME "${LOGGER[@]}" "hydra.run.dir=$dir"
-    if ! trained "$dir"; then
+    if [ "$LAST_RC" != 0 ] && ! trained "$dir"; then
         step "${name}_eager" 150 150 -- "$PY" train.py experiment=similarity "${HARDWARE[@]}" "data.pairs=$PAIRS" \
             "$@" compile=false ${FINETUNE[@]+"${FINETUNE[@]}"} trainer.max_time=$FINETUNE_TIME "${LOGGER[@]}" \
             "hydra.run.dir=${dir}_eager"
