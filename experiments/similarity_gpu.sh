@@ -57,7 +57,7 @@ else
     HARDWARE=(trainer=gpu)
     MODEL=(model=small)
     PRETRAIN=(trainer.max_steps=${PRETRAIN_STEPS:-1500} trainer.val_check_interval=500)
-    # experiments/similarity.yaml's settings, with 1,800 of its 2,700 steps for both runs, so that both finish
+    # experiments/similarity.yaml's settings, with 1,800 of its 2,250 steps for both runs, so that both finish
     # their schedules within one 10-minute call (on an H100, 2,000 steps and 2,700 did not: docs/results.md)
     FINETUNE=(trainer.max_steps=${FINETUNE_STEPS:-1800})
     # safety nets only: a run stopped by max_time still saves last.ckpt and its metrics (its schedule is cut)

@@ -133,6 +133,15 @@ def test_task_dropout_overrides_the_pretrained_runs_dropout_and_keeps_its_sizes(
     with pytest.raises(ConfigError, match="task.dropout must be within"):
         check_config(compose_command_line(finetune_overrides(pairs, trained_run, 2) + ["task.dropout=1.5"]))
 
+    cfg = compose_command_line(finetune_overrides(pairs, trained_run, steps=2) + ["task.attention_dropout=0"])
+    task = instantiate(cfg.task)
+    resolved = task.resolve(cfg)
+    assert resolved.model.attention_dropout == 0.0 and resolved.model.dropout == saved.dropout
+    module = task.build(resolved, progress=False).module
+    assert {layer.attention.dropout for layer in module.encoder.layers} == {0.0}
+    with pytest.raises(ConfigError, match="task.attention_dropout must be within"):
+        check_config(compose_command_line(finetune_overrides(pairs, trained_run, 2) + ["task.attention_dropout=-1"]))
+
 
 def run_train(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, env=os.environ | ENVIRONMENT,

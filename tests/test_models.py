@@ -230,7 +230,7 @@ def test_bad_input_raises_value_error_naming_the_value():
 def test_medium_size_and_parameter_count():
     assert dict(**Sizes.medium) == {
         "sequence_length": 512, "depth": 12, "heads": 12, "hidden_dimensions": 768,
-        "intermediate_dimensions": 3072, "dropout": 0.1, "eps": 1e-12,
+        "intermediate_dimensions": 3072, "dropout": 0.1, "eps": 1e-12, "attention_dropout": None,
     }
     assert Sizes.from_name("large") is Sizes.options["large"] is Sizes.large
     assert (Sizes.large["depth"], Sizes.large["hidden_dimensions"], Sizes.large["heads"]) == (24, 1024, 16)
@@ -253,6 +253,30 @@ def test_sizes_are_frozen_and_validated():
         Sizes.tiny.replace(depth="abc")
     with pytest.raises(KeyError, match="choose from tiny, small, medium, large, xl"):
         Sizes.from_name("huge")
+    with pytest.raises(ValueError, match="attention_dropout must be within"):
+        Sizes.tiny.replace(attention_dropout=1.0)
+
+
+def test_attention_dropout_is_separate_from_the_hidden_dropout():
+    """attention_dropout drops attention weights alone; None follows dropout (BERT's two probabilities)."""
+    tokens = torch.randint(6, VOCAB, (2, 16))
+
+    def outputs_in_training(dropout, attention_dropout):
+        torch.manual_seed(0)
+        encoder = InstructionTraceTransformerEncoder(2, 32, VOCAB, 16, 4, 64, NEXT, dropout, 1e-12, attention_dropout)
+        encoder.train()
+        return encoder(tokens), encoder(tokens), encoder
+
+    first, second, encoder = outputs_in_training(0.0, 0.5)
+    assert not torch.allclose(first, second)  # only the attention weights were dropped
+    assert {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    first, second, encoder = outputs_in_training(0.3, 0.0)
+    assert {layer.attention.dropout for layer in encoder.layers} == {0.0}
+    assert {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
+    first, second, _ = outputs_in_training(0.0, None)
+    assert torch.equal(first, second)  # None: the hidden dropout, 0 here
+    _, _, encoder = outputs_in_training(0.2, None)
+    assert {layer.attention.dropout for layer in encoder.layers} == {0.2}
 
 
 def test_published_defaults_and_original_constants():

@@ -116,11 +116,12 @@ def huggingface_step(cfg: DictConfig, vocab: int, device: torch.device, compile_
     except ImportError:
         return None
     size = cfg.model
+    attention_dropout = size.dropout if size.get("attention_dropout") is None else size.attention_dropout
     config = BertConfig(
         vocab_size=vocab, hidden_size=size.hidden_dimensions, num_hidden_layers=size.depth,
         num_attention_heads=size.heads, intermediate_size=size.intermediate_dimensions,
         max_position_embeddings=size.sequence_length, hidden_dropout_prob=size.dropout,
-        attention_probs_dropout_prob=size.dropout, layer_norm_eps=size.eps, attn_implementation="sdpa",
+        attention_probs_dropout_prob=attention_dropout, layer_norm_eps=size.eps, attn_implementation="sdpa",
     )
     model = BertForMaskedLM(config).to(device)
     model.train()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Optional
 
 # Longest supported sequence: instruction/argument-index tables and the tokenizer's
 # fixed-length encodings grow with it (a 100k-token row of 50k functions is ~20 GB).
@@ -30,8 +30,9 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
         heads: attention heads; must divide ``hidden_dimensions``.
         intermediate_dimensions: width of each feed-forward block.
         sequence_length: longest input, in tokens (at most ``MAX_SEQUENCE_LENGTH``).
-        dropout: dropout probability, in [0, 1).
+        dropout: dropout probability of the hidden states, in [0, 1).
         eps: LayerNorm epsilon.
+        attention_dropout: dropout probability of the attention weights, in [0, 1); None: ``dropout``.
 
     Raises:
         ValueError: naming the field, for a size that is not a positive integer, heads that do
@@ -45,6 +46,7 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
     sequence_length: int
     dropout: float = 0.1
     eps: float = 1e-12
+    attention_dropout: Optional[float] = None
 
     # the presets, set below the class
     tiny: ClassVar["InstructionTraceTransformerEncoderForMaskedLMConfiguration"]
@@ -66,8 +68,12 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
             )
         if self.sequence_length > MAX_SEQUENCE_LENGTH:
             raise ValueError(f"sequence_length must be at most {MAX_SEQUENCE_LENGTH}, got {self.sequence_length}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be within [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if name == "attention_dropout" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be within [0, 1), got {value!r}")
         if not isinstance(self.eps, (int, float)) or not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps!r}")
 

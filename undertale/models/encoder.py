@@ -148,7 +148,11 @@ class InstructionTracePositionEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: one fused QKV projection, one SDPA call."""
+    """Multi-head self-attention: one fused QKV projection, one SDPA call.
+
+    ``dropout`` drops attention probabilities inside SDPA. At 0, CPU training keeps SDPA's fused
+    kernel; above 0 it falls back to the unfused path (about 2x slower on CPU; GPUs fuse both).
+    """
 
     def __init__(self, hidden_dimensions: int, heads: int, dropout: float):
         super().__init__()
@@ -170,11 +174,12 @@ class SelfAttention(nn.Module):
 class EncoderLayer(nn.Module):
     """Pre-LayerNorm transformer layer: x + attn(norm(x)), then x + ffn(norm(x))."""
 
-    def __init__(self, hidden_dimensions: int, heads: int, intermediate_dimensions: int, dropout: float, eps: float):
+    def __init__(self, hidden_dimensions: int, heads: int, intermediate_dimensions: int, dropout: float, eps: float,
+                 attention_dropout: Optional[float] = None):
         super().__init__()
         self.attention_norm = nn.LayerNorm(hidden_dimensions, eps=eps)
-        self.attention = SelfAttention(hidden_dimensions, heads, dropout)
-        self.attention_dropout = nn.Dropout(dropout)
+        self.attention = SelfAttention(hidden_dimensions, heads, dropout if attention_dropout is None else attention_dropout)
+        self.attention_output_dropout = nn.Dropout(dropout)
         self.feedforward_norm = nn.LayerNorm(hidden_dimensions, eps=eps)
         self.feedforward = nn.Sequential(
             nn.Linear(hidden_dimensions, intermediate_dimensions),
@@ -184,7 +189,7 @@ class EncoderLayer(nn.Module):
         )
 
     def forward(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        hidden = hidden + self.attention_dropout(self.attention(self.attention_norm(hidden), attention_mask))
+        hidden = hidden + self.attention_output_dropout(self.attention(self.attention_norm(hidden), attention_mask))
         return hidden + self.feedforward(self.feedforward_norm(hidden))
 
 
@@ -199,8 +204,10 @@ class InstructionTraceTransformerEncoder(nn.Module):
         heads: attention heads.
         intermediate_dimensions: feed-forward width.
         next_token_id: id of ``[NEXT]``.
-        dropout: dropout probability.
+        dropout: dropout probability of the hidden states.
         eps: LayerNorm epsilon.
+        attention_dropout: dropout probability of the attention weights (None: ``dropout``). BERT's
+            ``attention_probs_dropout_prob``; 0 keeps CPU attention on its fused kernel.
 
     Raises:
         ValueError: when ``heads`` does not divide ``hidden_dimensions`` or a size is not positive.
@@ -217,6 +224,7 @@ class InstructionTraceTransformerEncoder(nn.Module):
         next_token_id: int,
         dropout: float,
         eps: float,
+        attention_dropout: Optional[float] = None,
     ):
         super().__init__()
         for name, value in [
@@ -239,7 +247,8 @@ class InstructionTraceTransformerEncoder(nn.Module):
             hidden_dimensions, vocab_size, sequence_length, next_token_id, dropout, eps
         )
         self.layers = nn.ModuleList(
-            EncoderLayer(hidden_dimensions, heads, intermediate_dimensions, dropout, eps) for _ in range(depth)
+            EncoderLayer(hidden_dimensions, heads, intermediate_dimensions, dropout, eps, attention_dropout)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(hidden_dimensions, eps=eps)
 

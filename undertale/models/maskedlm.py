@@ -220,7 +220,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
 
     Arguments:
         depth, hidden_dimensions, vocab_size, sequence_length, heads,
-        intermediate_dimensions, next_token_id, dropout, eps: see
+        intermediate_dimensions, next_token_id, dropout, eps, attention_dropout: see
             :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         mask_token_id: id of ``[MASK]``; ``infer`` fills these positions.
         lr, warmup, weight_decay, betas, schedule, final_lr: see
@@ -245,6 +245,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
         mask_token_id: int,
         dropout: float,
         eps: float,
+        attention_dropout: Optional[float] = None,
         lr: float = DEFAULTS.lr,
         warmup: float = DEFAULTS.warmup,
         weight_decay: float = DEFAULTS.weight_decay,
@@ -267,6 +268,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
             next_token_id=next_token_id,
             dropout=dropout,
             eps=eps,
+            attention_dropout=attention_dropout,
         )
         self.head = MaskedLMHead(hidden_dimensions, vocab_size, eps)
         self.val_metrics = MaskedLMMetrics(METRIC_NAMES)

@@ -98,7 +98,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
 
     Arguments:
         depth, hidden_dimensions, vocab_size, sequence_length, heads,
-        intermediate_dimensions, next_token_id, dropout, eps: see
+        intermediate_dimensions, next_token_id, dropout, eps, attention_dropout: see
             :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         temperature: InfoNCE temperature (> 0).
         projection_size: width of the search embeddings.
@@ -127,6 +127,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         next_token_id: int,
         dropout: float,
         eps: float,
+        attention_dropout: Optional[float] = None,
         temperature: float = 0.05,
         projection_size: int = 128,
         pooling: str = "mean",
@@ -146,7 +147,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         self.encoder = InstructionTraceTransformerEncoder(
             depth=depth, hidden_dimensions=hidden_dimensions, vocab_size=vocab_size,
             sequence_length=sequence_length, heads=heads, intermediate_dimensions=intermediate_dimensions,
-            next_token_id=next_token_id, dropout=dropout, eps=eps,
+            next_token_id=next_token_id, dropout=dropout, eps=eps, attention_dropout=attention_dropout,
         )
         self.projection = ProjectionHead(hidden_dimensions, projection_size)
         self._validation: list[tuple[Tensor, Tensor, Tensor]] = []

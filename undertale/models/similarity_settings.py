@@ -8,7 +8,7 @@ POOLINGS = ("mean", "first")
 
 
 def check_similarity_settings(temperature: float, projection_size: int, pooling: str, pool: int,
-                              dropout: Optional[float] = None) -> None:
+                              dropout: Optional[float] = None, attention_dropout: Optional[float] = None) -> None:
     """Raises ValueError naming the setting that is out of range."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
@@ -17,6 +17,7 @@ def check_similarity_settings(temperature: float, projection_size: int, pooling:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
-                                or not 0.0 <= dropout < 1.0):
-        raise ValueError(f"dropout must be within [0, 1) or null, got {dropout!r}")
+    for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= value < 1.0):
+            raise ValueError(f"{name} must be within [0, 1) or null, got {value!r}")

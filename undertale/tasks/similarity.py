@@ -37,16 +37,20 @@ class SimilarityTask(Task):
         pool: validation pool size (``val/mrr`` at this pool).
         dropout: the encoder's dropout while fine-tuning (None: the pretrained run's, or ``model.dropout``
             from scratch). Not a size, so it may differ from the pretraining run's.
+        attention_dropout: the dropout of the attention weights while fine-tuning (None: the pretrained run's
+            ``model.attention_dropout``, which itself defaults to ``dropout``). 0 keeps CPU attention fused.
         monitor, mode: see :class:`~undertale.tasks.Task` (``val/mrr``, ``max``).
     """
 
     def __init__(self, temperature: float = 0.05, projection_size: int = 128, pooling: str = "mean", pool: int = 32,
-                 dropout: Optional[float] = None, monitor: str = "val/mrr", mode: str = "max"):
+                 dropout: Optional[float] = None, attention_dropout: Optional[float] = None,
+                 monitor: str = "val/mrr", mode: str = "max"):
         from ..models.similarity_settings import check_similarity_settings
 
         super().__init__(monitor, mode)
-        check_similarity_settings(temperature, projection_size, pooling, pool, dropout)
+        check_similarity_settings(temperature, projection_size, pooling, pool, dropout, attention_dropout)
         self.dropout = dropout
+        self.attention_dropout = attention_dropout
         self.settings = {"temperature": temperature, "projection_size": projection_size, "pooling": pooling,
                          "pool": pool}
         self.validation_pairs: Optional[tuple[list[str], list[str]]] = None
@@ -76,7 +80,7 @@ class SimilarityTask(Task):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        from ..config import settings
+        from ..config import sizes_of
 
         data = instantiate(cfg.data, _convert_="all")
         if not hasattr(data, "check_pairs"):
@@ -96,12 +100,12 @@ class SimilarityTask(Task):
         if data.tokenizer and not filecmp.cmp(Path(data.tokenizer).expanduser(), run.tokenizer, shallow=False):
             raise ValueError(f"data.tokenizer={data.tokenizer} differs from the tokenizer of pretrained={run.path}; "
                              "a pretrained encoder only reads its own tokenizer's ids (drop data.tokenizer)")
-        theirs = settings(OmegaConf.load(run.config).model)
-        ours = settings(cfg.model)
+        theirs = sizes_of(OmegaConf.load(run.config).model).as_dict()  # a run saved before a field was added
+        ours = sizes_of(cfg.model).as_dict()                            # has its default
         if _overridden(overrides, "model") and theirs != ours:
-            different = [f"{key} {ours.get(key)} vs {theirs.get(key)}" for key in sorted(theirs | ours)
-                         if ours.get(key) != theirs.get(key)]
-            hint = " (for dropout: task.dropout=...)" if any(item.startswith("dropout ") for item in different) else ""
+            different = [f"{key} {ours[key]} vs {theirs[key]}" for key in ours if ours[key] != theirs[key]]
+            hint = (" (for dropout: task.dropout=... or task.attention_dropout=...)"
+                    if any("dropout " in item for item in different) else "")
             raise ValueError(f"model sizes differ from pretrained={run.path} ({'; '.join(different)}); "
                              f"drop the model override: a fine-tuned model takes the pretrained run's sizes{hint}")
 
@@ -114,8 +118,9 @@ class SimilarityTask(Task):
             if run is not None:
                 cfg.model = OmegaConf.load(run.config).model
                 cfg.data.tokenizer = str(run.tokenizer.resolve())
-            if self.dropout is not None:
-                cfg.model.dropout = float(self.dropout)
+            for key in ("dropout", "attention_dropout"):
+                if getattr(self, key) is not None:
+                    cfg.model[key] = float(getattr(self, key))
             cfg.model._target_ = MODULE  # the saved config names the module this run trains
         return cfg
 
