@@ -143,6 +143,31 @@ def test_task_dropout_overrides_the_pretrained_runs_dropout_and_keeps_its_sizes(
         check_config(compose_command_line(finetune_overrides(pairs, trained_run, 2) + ["task.attention_dropout=-1"]))
 
 
+def test_a_pretraining_run_saved_before_attention_dropout_existed_still_fine_tunes(pairs, trained_run, tmp_path):
+    """Its config lacks model.attention_dropout: the field takes its default, and a model override of the same
+    sizes is not a mismatch."""
+    from hydra.utils import instantiate
+
+    old = tmp_path / "old-run"
+    shutil.copytree(trained_run, old, ignore=shutil.ignore_patterns("wandb", "similarity*", "evaluation*"))
+    config = OmegaConf.load(old / "config.yaml")
+    del config.model["attention_dropout"]
+    OmegaConf.save(config, old / "config.yaml")
+    depth = config.model.depth
+    sizes = [f"model.{key}={value}" for key, value in config.model.items() if not key.startswith("_")]
+
+    same = finetune_overrides(pairs, old, 2) + sizes  # the run's own sizes, given again
+    check_config(compose_command_line(same), same)
+    other = same + [f"model.depth={depth + 1}"]
+    with pytest.raises(ConfigError, match=f"depth {depth + 1} vs {depth}\\)"):
+        check_config(compose_command_line(other), other)
+
+    cfg = compose_command_line(finetune_overrides(pairs, old, 2) + ["task.attention_dropout=0"])
+    task = instantiate(cfg.task)
+    module = task.build(task.resolve(cfg), progress=False).module
+    assert {layer.attention.dropout for layer in module.encoder.layers} == {0.0}
+
+
 def run_train(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, env=os.environ | ENVIRONMENT,
                           capture_output=True, text=True, timeout=600)

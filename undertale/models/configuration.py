@@ -68,12 +68,8 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
             )
         if self.sequence_length > MAX_SEQUENCE_LENGTH:
             raise ValueError(f"sequence_length must be at most {MAX_SEQUENCE_LENGTH}, got {self.sequence_length}")
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if name == "attention_dropout" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be within [0, 1), got {value!r}")
+        check_probability("dropout", self.dropout)
+        check_probability("attention_dropout", self.attention_dropout, optional=True)
         if not isinstance(self.eps, (int, float)) or not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps!r}")
 
@@ -106,6 +102,14 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_probability(name: str, value: Any, optional: bool = False) -> None:
+    """Raises ValueError naming ``name`` unless ``value`` is a dropout probability in [0, 1) (or None if ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be within [0, 1){' or null' if optional else ''}, got {value!r}")
 
 
 def _divisor_near(width: int, heads: int) -> int:

@@ -175,10 +175,10 @@ class EncoderLayer(nn.Module):
     """Pre-LayerNorm transformer layer: x + attn(norm(x)), then x + ffn(norm(x))."""
 
     def __init__(self, hidden_dimensions: int, heads: int, intermediate_dimensions: int, dropout: float, eps: float,
-                 attention_dropout: Optional[float] = None):
+                 attention_dropout: float):
         super().__init__()
         self.attention_norm = nn.LayerNorm(hidden_dimensions, eps=eps)
-        self.attention = SelfAttention(hidden_dimensions, heads, dropout if attention_dropout is None else attention_dropout)
+        self.attention = SelfAttention(hidden_dimensions, heads, attention_dropout)
         self.attention_output_dropout = nn.Dropout(dropout)
         self.feedforward_norm = nn.LayerNorm(hidden_dimensions, eps=eps)
         self.feedforward = nn.Sequential(
@@ -246,6 +246,7 @@ class InstructionTraceTransformerEncoder(nn.Module):
         self.embedding = InstructionTracePositionEmbedding(
             hidden_dimensions, vocab_size, sequence_length, next_token_id, dropout, eps
         )
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.layers = nn.ModuleList(
             EncoderLayer(hidden_dimensions, heads, intermediate_dimensions, dropout, eps, attention_dropout)
             for _ in range(depth)

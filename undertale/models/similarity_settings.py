@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .configuration import check_probability
+
 POOLINGS = ("mean", "first")
 
 
@@ -17,7 +19,5 @@ def check_similarity_settings(temperature: float, projection_size: int, pooling:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0.0 <= value < 1.0):
-            raise ValueError(f"{name} must be within [0, 1) or null, got {value!r}")
+    check_probability("dropout", dropout, optional=True)
+    check_probability("attention_dropout", attention_dropout, optional=True)
