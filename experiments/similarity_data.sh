@@ -10,7 +10,8 @@
 #          SRC_DIR/stage/ receives one trimmed copy per project (see "Staging" below)
 #
 # Environment: SEED (project split seed, default 182), WORKERS (parallel compilations, default 2),
-# LEVELS (default O0,O1,O2,O3), COMPILERS (default gcc), STAGE_ONLY=1 (download and stage, no build).
+# LEVELS (default O0,O1,O2,O3), COMPILERS (default gcc; gcc,clang needs the clang package),
+# STAGE_ONLY=1 (download and stage, no build).
 #
 # Runs on Debian bookworm with gcc, dpkg-dev and the undertale package installed. Downloading needs
 # apt access to deb.debian.org (a deb-src entry is added for the run, as root, and removed again);
