@@ -269,6 +269,8 @@ def test_attention_dropout_is_separate_from_the_hidden_dropout():
 
     first, second, encoder = outputs_in_training(0.0, 0.5)
     assert not torch.allclose(first, second)  # only the attention weights were dropped
+    encoder.eval()
+    assert torch.equal(encoder(tokens), encoder(tokens))  # no dropout at inference (embeddings, evaluation)
     assert {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
     first, second, encoder = outputs_in_training(0.3, 0.0)
     assert {layer.attention.dropout for layer in encoder.layers} == {0.0}

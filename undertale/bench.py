@@ -31,6 +31,7 @@ from .data.config import DataConfig
 from .data.packing import pack_rows
 from .data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
 from .environment import describe_machine, resolve_compile
+from .models.configuration import attention_dropout_of
 from .models.flops import training_flops_per_token
 from .models.maskedlm import MaskedLMCollator
 
@@ -116,7 +117,7 @@ def huggingface_step(cfg: DictConfig, vocab: int, device: torch.device, compile_
     except ImportError:
         return None
     size = cfg.model
-    attention_dropout = size.dropout if size.get("attention_dropout") is None else size.attention_dropout
+    attention_dropout = attention_dropout_of(size.dropout, size.get("attention_dropout"))
     config = BertConfig(
         vocab_size=vocab, hidden_size=size.hidden_dimensions, num_hidden_layers=size.depth,
         num_attention_heads=size.heads, intermediate_size=size.intermediate_dimensions,

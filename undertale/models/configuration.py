@@ -104,6 +104,11 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
         return dataclasses.asdict(self)
 
 
+def attention_dropout_of(dropout: float, attention_dropout: Optional[float]) -> float:
+    """The attention weights' dropout probability: ``attention_dropout``, or ``dropout`` where it is None."""
+    return dropout if attention_dropout is None else attention_dropout
+
+
 def check_probability(name: str, value: Any, optional: bool = False) -> None:
     """Raises ValueError naming ``name`` unless ``value`` is a dropout probability in [0, 1) (or None if ``optional``)."""
     if optional and value is None:
