@@ -324,3 +324,59 @@ def test_another_split_seed_splits_the_built_functions_anew_without_compiling(tm
     assert sum(rows.values()) == first["counts"]["functions"]
     for split, projects in again["projects"].items():
         assert set(read_pairs(output, split, columns=["project"]).column("project").to_pylist()) == set(projects)
+
+
+def test_held_out_projects_by_name_stay_put_when_projects_are_added(tmp_path, monkeypatch, capsys):
+    from undertale.data import pairs as pairs_module
+
+    def project(name: str, multiplier: int) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.c").write_text(f"int {name}(int x) {{ return x * {multiplier} + 1; }}\n")
+        return tmp_path / name
+
+    sources = [project(name, index + 2) for index, name in enumerate(("one", "two", "three", "four"))]
+    held_out = {"validation": "two", "test": ["four", "three"]}
+    output = tmp_path / "pairs"
+    first = build_pairs(output, sources, levels=("O0",), compilers=("gcc",), workers=1, progress=False,
+                        held_out=held_out)
+    assert first["projects"] == {"train": ["one"], "validation": ["two"], "test": ["four", "three"]}
+    assert first["arguments"]["held_out"] == {"validation": ["two"], "test": ["four", "three"]}
+    assert set(read_pairs(output, "test", columns=["project"]).column("project").to_pylist()) == {"three", "four"}
+
+    # more projects: every new one is training data; validation and test do not move
+    more = sources + [project(name, index + 7) for index, name in enumerate(("five", "six", "seven"))]
+    grown = build_pairs(output, more, levels=("O0",), compilers=("gcc",), workers=1, progress=False,
+                        held_out=held_out)
+    assert grown["projects"] == {"train": ["five", "one", "seven", "six"], "validation": ["two"],
+                                 "test": ["four", "three"]}
+    # by fractions, the same seven projects would move a held-out one (the reason to name them)
+    assert pairs_module.assign_splits(grown["project_roots"], (0.7, 0.15, 0.15), 0) != {
+        name: split for split, names in grown["projects"].items() for name in names
+    }
+
+    # another held-out choice on the same build re-splits without compiling
+    monkeypatch.setattr(pairs_module, "_compile_all", lambda *a, **k: pytest.fail("nothing should be compiled again"))
+    again = build_pairs(output, more, levels=("O0",), compilers=("gcc",), workers=1, progress=True,
+                        held_out={"test": "one"})
+    assert "splitting its functions anew (validation (none); test one)" in capsys.readouterr().out
+    assert again["projects"]["test"] == ["one"] and again["projects"]["validation"] == []
+    assert again["counts"]["functions"] == grown["counts"]["functions"]
+
+    with pytest.raises(ValueError, match=r"test project 'fourr' not among the sources' projects: five, four, one"):
+        build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False, held_out={"test": "fourr"})
+    with pytest.raises(ValueError, match=r"project\(s\) two named for both validation and test"):
+        build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False,
+                    held_out={"validation": "two", "test": "two,three"})
+
+
+def test_cli_held_out_projects_and_split_exclude_each_other(built, tmp_path, capsys):
+    _, sources, _, _ = built
+    code = data_main(["pairs", str(tmp_path / "out"), *map(str, sources), "--compilers", "gcc", "--levels", "O0",
+                      "--split", "0.5,0.25,0.25", "--test-projects", "beta"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "give one or the other" in error[0]
+    code = data_main(["pairs", str(tmp_path / "out"), *map(str, sources), "--compilers", "gcc", "--levels", "O0",
+                      "--validation-projects", "gamma", "--test-projects", "beta", "--workers", "1"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["projects"] == {"train": ["alpha"], "validation": ["gamma"], "test": ["beta"]}

@@ -7,7 +7,7 @@
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
     python -m undertale.data pairs OUTPUT SOURCES... [--levels O0,O1,O2,O3] [--compilers gcc,clang]
                                    [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."] [--build COMMAND]
-                                   [--keep-objects DIR]
+                                   [--keep-objects DIR] [--validation-projects A,B --test-projects C,D]
 """
 
 from __future__ import annotations
@@ -58,11 +58,16 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> None:
-    from .pairs import build_pairs
+    from .pairs import DEFAULT_SPLIT, build_pairs
 
+    held_out = {"validation": args.validation_projects, "test": args.test_projects}
+    if any(held_out.values()) and args.split is not None:
+        raise ValueError("--split divides projects by fractions; --validation-projects/--test-projects name them: "
+                         "give one or the other")
     build_pairs(
-        args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
-        workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
+        args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split or DEFAULT_SPLIT,
+        seed=args.seed, workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
+        held_out=held_out if any(held_out.values()) else None,
     )
 
 
@@ -126,8 +131,13 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("sources", nargs="*", help="project directories, or .c files (their directory is the project)")
     pairs.add_argument("--levels", default="O0,O1,O2,O3", help="optimisation levels among O0 O1 O2 O3 Os")
     pairs.add_argument("--compilers", default="gcc,clang", help="compilers; those not on PATH are skipped")
-    pairs.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test fractions of the projects")
+    pairs.add_argument("--split", default=None,
+                       help="train,validation,test fractions of the projects (default 0.7,0.15,0.15)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the project split")
+    pairs.add_argument("--validation-projects", default=None, metavar="NAMES",
+                       help="split by name instead: these projects (comma-separated) are the validation split, "
+                            "those of --test-projects the test split, every other project train")
+    pairs.add_argument("--test-projects", default=None, metavar="NAMES", help="the test split's projects, by name")
     pairs.add_argument("--workers", type=int, default=None, help="parallel compilations (default: all cores)")
     pairs.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags="-DNDEBUG -std=gnu99"')
     pairs.add_argument("--build", default=None, metavar="COMMAND",

@@ -252,8 +252,35 @@ def split_counts(count: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def assign_splits(projects: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
-    """Split of each project, deterministic for the seed and the project names (not their order)."""
+def parse_project_names(names: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Project names from ``"a,b"`` or a sequence (blanks dropped)."""
+    items = (names or "").split(",") if names is None or isinstance(names, str) else list(names)
+    return tuple(name.strip() for name in items if name.strip())
+
+
+def check_held_out(held_out: dict[str, Sequence[str]], projects: Iterable[str]) -> dict[str, list[str]]:
+    """The projects named for validation and test, checked against the sources' project names."""
+    known = sorted(projects)
+    checked = {split: list(parse_project_names(held_out.get(split))) for split in SPLITS[1:]}
+    unknown = [f"{split} project {name!r}" for split, names in checked.items() for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not among the sources' projects: {', '.join(known)}")
+    both = sorted(set(checked["validation"]) & set(checked["test"]))
+    if both:
+        raise ValueError(f"project(s) {', '.join(both)} named for both validation and test")
+    return checked
+
+
+def assign_splits(projects: Iterable[str], fractions: Sequence[float], seed: int,
+                  held_out: Optional[dict[str, Sequence[str]]] = None) -> dict[str, str]:
+    """Split of each project, deterministic for the seed and the project names (not their order).
+
+    With ``held_out`` (``{"validation": names, "test": names}``), the named projects form those splits and every
+    other project is in train; ``fractions`` and ``seed`` are not used.
+    """
+    if held_out:
+        named = {name: split for split in SPLITS[1:] for name in held_out.get(split, ())}
+        return {name: named.get(name, "train") for name in projects}
     ranked = sorted(projects, key=lambda name: hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest())
     assignment, start = {}, 0
     for split, count in zip(SPLITS, split_counts(len(ranked), fractions)):
@@ -510,6 +537,7 @@ def build_pairs(
     keep_objects: Optional[str | os.PathLike] = None,
     rows_per_shard: int = ROWS_PER_SHARD,
     build: Optional[str] = None,
+    held_out: Optional[dict[str, str | Sequence[str]]] = None,
 ) -> dict:
     """Compile C projects at several optimisation levels and write their functions as a pairs dataset.
 
@@ -530,6 +558,9 @@ def build_pairs(
         build: instead of compiling each ``.c`` file with ``-c``, build each project (directory SOURCES) with
             this shell command, e.g. ``"make CC={cc} CFLAGS=-{level}"`` (``{cc}``, ``{level}`` filled in; ``CC`` and
             ``CFLAGS`` set too), in a copy of its tree per compiler and level, and read every ``.o`` it leaves.
+        held_out: the split by name instead of by fractions: ``{"validation": names, "test": names}`` (a list or
+            ``"a,b"``); the named projects form those splits and every other project is in train, so that adding
+            projects to the sources never moves a held-out one.
 
     Returns:
         The manifest (also written to ``output/manifest.json``).
@@ -544,6 +575,9 @@ def build_pairs(
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     projects = find_projects(sources)
+    held_out = check_held_out(held_out, (project.name for project in projects)) if held_out else None
+    if held_out is not None and not any(held_out.values()):
+        held_out = None
     found, missing = find_compilers(compilers)
     if progress:
         for name in missing:
@@ -556,7 +590,8 @@ def build_pairs(
         "levels": levels, "compilers": {name: [found[name], versions[name]] for name in found}, "cflags": list(cflags),
     } | ({"build": build} if build else {})
     compile_key = _fingerprint(projects, compilation)
-    key = _fingerprint(projects, compilation | {"split": list(fractions), "seed": seed})
+    split_arguments = {"split": list(fractions), "seed": seed} | ({"held_out": held_out} if held_out else {})
+    key = _fingerprint(projects, compilation | split_arguments)
     existing = load_pairs_manifest(output)
     if existing is not None and existing.get("key") == key:
         if progress:
@@ -571,13 +606,13 @@ def build_pairs(
     if existing is not None and existing.get("compile_key") == compile_key:
         # the same compilation with another split or seed: split the functions anew, compile nothing
         if progress:
-            print(f"pairs: same compilation as {output}; splitting its functions anew (split {list(fractions)}, "
-                  f"seed {seed})")
+            how = describe_held_out(held_out) if held_out else f"split {list(fractions)}, seed {seed}"
+            print(f"pairs: same compilation as {output}; splitting its functions anew ({how})")
         rows = [row for name in SPLITS for row in read_pairs(output, name).to_pylist()]
+        arguments = {key: value for key, value in existing["arguments"].items() if key != "held_out"}
         return _write_dataset(
-            output, rows, projects, found, missing, versions, levels, fractions, seed, existing["failed"],
-            existing["counts"], key, compile_key, existing["arguments"] | {"split": list(fractions), "seed": seed},
-            rows_per_shard, started, progress,
+            output, rows, projects, found, missing, versions, levels, fractions, seed, held_out, existing["failed"],
+            existing["counts"], key, compile_key, arguments | split_arguments, rows_per_shard, started, progress,
         )
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="undertale-pairs-") as temporary:
@@ -601,21 +636,27 @@ def build_pairs(
               "failed_compilations": len(failed), "duplicates": duplicates}
     arguments = {
         "sources": [str(source) for source in sources], "levels": levels, "compilers": list(found) + missing,
-        "split": list(fractions), "seed": seed, "workers": workers, "cflags": list(cflags),
+        "workers": workers, "cflags": list(cflags),
         "keep_objects": str(keep_objects) if keep_objects is not None else None,
-    }
-    return _write_dataset(output, rows, projects, found, missing, versions, levels, fractions, seed, failed, counts,
-                          key, compile_key, arguments, rows_per_shard, started, progress)
+    } | split_arguments
+    return _write_dataset(output, rows, projects, found, missing, versions, levels, fractions, seed, held_out, failed,
+                          counts, key, compile_key, arguments, rows_per_shard, started, progress)
+
+
+def describe_held_out(held_out: dict[str, Sequence[str]]) -> str:
+    """``validation a, b; test c`` for a split by name."""
+    return "; ".join(f"{split} {', '.join(names) or '(none)'}" for split, names in held_out.items())
 
 
 def _write_dataset(output: Path, rows: list[dict], projects: Sequence[Project], found: dict[str, str],
                    missing: list[str], versions: dict[str, str], levels: list[str], fractions: Sequence[float],
-                   seed: int, failed: list[dict], build_counts: dict, key: str, compile_key: str, arguments: dict,
-                   rows_per_shard: int, started: float, progress: bool) -> dict:
+                   seed: int, held_out: Optional[dict[str, Sequence[str]]], failed: list[dict], build_counts: dict,
+                   key: str, compile_key: str, arguments: dict, rows_per_shard: int, started: float,
+                   progress: bool) -> dict:
     """Split the functions by project, write the shards, then the manifest (last, through a temporary name)."""
     # only projects with functions take a place in a split
     built_projects = sorted({row["project"] for row in rows})
-    assignment = assign_splits(built_projects, fractions, seed)
+    assignment = assign_splits(built_projects, fractions, seed, held_out)
     compiler_rank, level_rank = {name: i for i, name in enumerate(found)}, {name: i for i, name in enumerate(levels)}
     rows.sort(
         key=lambda row: (row["project"], row["file"], row["name"], compiler_rank[row["compiler"]],
