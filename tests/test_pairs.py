@@ -362,11 +362,35 @@ def test_held_out_projects_by_name_stay_put_when_projects_are_added(tmp_path, mo
     assert again["projects"]["test"] == ["one"] and again["projects"]["validation"] == []
     assert again["counts"]["functions"] == grown["counts"]["functions"]
 
-    with pytest.raises(ValueError, match=r"test project 'fourr' not among the sources' projects: five, four, one"):
-        build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False, held_out={"test": "fourr"})
-    with pytest.raises(ValueError, match=r"project\(s\) two named for both validation and test"):
-        build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False,
-                    held_out={"validation": "two", "test": "two,three"})
+    assert "split" not in again["arguments"] and "seed" not in again["arguments"], "a split by name uses neither"
+
+    mistakes = [
+        ({"test": "fourr"}, r"test project 'fourr' not among the sources' projects \(give names, not paths\): five, "),
+        ({"validation": "two", "test": "two,three"}, r"project\(s\) two named for both validation and test"),
+        ({"tests": "one"}, r"unexpected key\(s\): tests"),
+        ({"test": " , "}, r"the test project names are empty"),
+        ({}, r"the held-out project names are empty"),
+        ("one", r"held_out must be a dict"),
+    ]
+    for held_out, message in mistakes:
+        with pytest.raises(ValueError, match=message):
+            build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False, held_out=held_out)
+    with pytest.raises(ValueError, match="give one or the other"):
+        build_pairs(output, more, levels=("O0",), compilers=("gcc",), progress=False, split=(0.5, 0.25, 0.25),
+                    held_out={"test": "one"})
+
+
+def test_a_named_test_project_without_functions_is_warned_about(tmp_path, capsys):
+    for name, text in (("good", "int good(int x) { return x * 3; }\n"), ("other", "int other(int x) { return x; }\n"),
+                       ("broken", "int broken(int x) { return x + }\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.c").write_text(text)
+    manifest = build_pairs(tmp_path / "pairs", [tmp_path / name for name in ("good", "other", "broken")],
+                           levels=("O0",), compilers=("gcc",), workers=1, held_out={"test": "broken"})
+    captured = capsys.readouterr()
+    assert manifest["projects"]["test"] == [] and manifest["projects_without_functions"] == ["broken"]
+    assert "warning: test project(s) broken yielded no functions" in captured.err
+    assert "  test: no project (split by name: validation (none); test broken)" in captured.out
 
 
 def test_cli_held_out_projects_and_split_exclude_each_other(built, tmp_path, capsys):
@@ -375,6 +399,10 @@ def test_cli_held_out_projects_and_split_exclude_each_other(built, tmp_path, cap
                       "--split", "0.5,0.25,0.25", "--test-projects", "beta"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and "give one or the other" in error[0]
+    code = data_main(["pairs", str(tmp_path / "out"), *map(str, sources), "--compilers", "gcc", "--levels", "O0",
+                      "--test-projects", ""])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "the test project names are empty" in error[0], error
     code = data_main(["pairs", str(tmp_path / "out"), *map(str, sources), "--compilers", "gcc", "--levels", "O0",
                       "--validation-projects", "gamma", "--test-projects", "beta", "--workers", "1"])
     assert code == 0

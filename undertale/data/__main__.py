@@ -58,16 +58,17 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> None:
-    from .pairs import DEFAULT_SPLIT, build_pairs
+    from .pairs import build_pairs
 
-    held_out = {"validation": args.validation_projects, "test": args.test_projects}
-    if any(held_out.values()) and args.split is not None:
+    held_out = {split: names for split, names in (("validation", args.validation_projects), ("test", args.test_projects))
+                if names is not None}
+    if held_out and args.split is not None:
         raise ValueError("--split divides projects by fractions; --validation-projects/--test-projects name them: "
                          "give one or the other")
     build_pairs(
-        args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split or DEFAULT_SPLIT,
-        seed=args.seed, workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
-        held_out=held_out if any(held_out.values()) else None,
+        args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
+        workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
+        held_out=held_out or None,
     )
 
 
@@ -135,8 +136,9 @@ def parser() -> argparse.ArgumentParser:
                        help="train,validation,test fractions of the projects (default 0.7,0.15,0.15)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the project split")
     pairs.add_argument("--validation-projects", default=None, metavar="NAMES",
-                       help="split by name instead: these projects (comma-separated) are the validation split, "
-                            "those of --test-projects the test split, every other project train")
+                       help="split by name instead: these projects (comma-separated names) are the validation "
+                            "split, those of --test-projects the test split, every other project train; a split "
+                            "whose option is left out is empty")
     pairs.add_argument("--test-projects", default=None, metavar="NAMES", help="the test split's projects, by name")
     pairs.add_argument("--workers", type=int, default=None, help="parallel compilations (default: all cores)")
     pairs.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags="-DNDEBUG -std=gnu99"')

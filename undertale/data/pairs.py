@@ -252,23 +252,38 @@ def split_counts(count: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def parse_project_names(names: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Project names from ``"a,b"`` or a sequence (blanks dropped)."""
-    items = (names or "").split(",") if names is None or isinstance(names, str) else list(names)
-    return tuple(name.strip() for name in items if name.strip())
+def parse_project_names(names: str | Sequence[str]) -> list[str]:
+    """Project names from ``"a,b"`` or a sequence of names: blanks dropped, sorted, each once."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    return sorted({str(name).strip() for name in items if str(name).strip()})
 
 
-def check_held_out(held_out: dict[str, Sequence[str]], projects: Iterable[str]) -> dict[str, list[str]]:
-    """The projects named for validation and test, checked against the sources' project names."""
+def check_held_out(held_out: dict, projects: Iterable[str]) -> dict[str, list[str]]:
+    """The projects named for validation and test (``{split: sorted names}``), checked against the sources' projects.
+
+    Raises:
+        ValueError: for a key other than validation and test, a split named with no project, a name that is not a
+            project of the sources, or a project named for both splits.
+    """
+    if not isinstance(held_out, dict):
+        raise ValueError(f"held_out must be a dict {{'validation': names, 'test': names}}, got {held_out!r}")
+    unexpected = sorted(set(held_out) - set(SPLITS[1:]))
+    if unexpected:
+        raise ValueError(f"held_out names the validation and test projects; unexpected key(s): {', '.join(unexpected)}")
+    checked = {split: parse_project_names(names) for split, names in held_out.items() if names is not None}
+    empty = [split for split, names in checked.items() if not names]
+    if empty or not checked:
+        raise ValueError(f"the {' and '.join(empty) or 'held-out'} project names are empty: name at least one project "
+                         f"(or leave the option out)")
     known = sorted(projects)
-    checked = {split: list(parse_project_names(held_out.get(split))) for split in SPLITS[1:]}
     unknown = [f"{split} project {name!r}" for split, names in checked.items() for name in names if name not in known]
     if unknown:
-        raise ValueError(f"{', '.join(unknown)} not among the sources' projects: {', '.join(known)}")
-    both = sorted(set(checked["validation"]) & set(checked["test"]))
+        raise ValueError(f"{', '.join(unknown)} not among the sources' projects (give names, not paths): "
+                         f"{', '.join(known)}")
+    both = sorted(set(checked.get("validation", ())) & set(checked.get("test", ())))
     if both:
         raise ValueError(f"project(s) {', '.join(both)} named for both validation and test")
-    return checked
+    return {split: checked.get(split, []) for split in SPLITS[1:]}
 
 
 def assign_splits(projects: Iterable[str], fractions: Sequence[float], seed: int,
@@ -529,7 +544,7 @@ def build_pairs(
     sources: Sequence[str | os.PathLike],
     levels: str | Sequence[str] = DEFAULT_LEVELS,
     compilers: str | Sequence[str] = DEFAULT_COMPILERS,
-    split: str | Sequence[float] = DEFAULT_SPLIT,
+    split: Optional[str | Sequence[float]] = None,
     seed: int = 0,
     workers: Optional[int] = None,
     cflags: str | Sequence[str] = (),
@@ -548,8 +563,8 @@ def build_pairs(
         sources: project directories, or ``.c`` files (their parent directory is the project).
         levels: optimisation levels among ``O0 O1 O2 O3 Os``.
         compilers: compiler commands; those not on PATH are reported and skipped.
-        split: train, validation and test fractions of the projects.
-        seed: seed of the project split.
+        split: train, validation and test fractions of the projects (default 0.7, 0.15, 0.15).
+        seed: seed of the project split by fractions.
         workers: parallel compilations (default: all cores).
         cflags: extra compiler flags (before the ``-O`` level, which wins).
         progress: show a progress bar, warnings and a summary.
@@ -559,8 +574,8 @@ def build_pairs(
             this shell command, e.g. ``"make CC={cc} CFLAGS=-{level}"`` (``{cc}``, ``{level}`` filled in; ``CC`` and
             ``CFLAGS`` set too), in a copy of its tree per compiler and level, and read every ``.o`` it leaves.
         held_out: the split by name instead of by fractions: ``{"validation": names, "test": names}`` (a list or
-            ``"a,b"``); the named projects form those splits and every other project is in train, so that adding
-            projects to the sources never moves a held-out one.
+            ``"a,b"``; either key may be left out, and that split is then empty); the named projects form those
+            splits and every other project is in train, so that adding projects never moves a held-out one.
 
     Returns:
         The manifest (also written to ``output/manifest.json``).
@@ -570,14 +585,15 @@ def build_pairs(
             PATH, or when every compilation fails or yields no function.
     """
     levels = parse_levels(levels)
-    fractions = parse_split(split)
+    if held_out is not None and split is not None:
+        raise ValueError("split divides projects by fractions and held_out names them: give one or the other")
+    fractions = parse_split(DEFAULT_SPLIT if split is None else split)
     cflags = parse_cflags(cflags)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     projects = find_projects(sources)
-    held_out = check_held_out(held_out, (project.name for project in projects)) if held_out else None
-    if held_out is not None and not any(held_out.values()):
-        held_out = None
+    if held_out is not None:
+        held_out = check_held_out(held_out, (project.name for project in projects))
     found, missing = find_compilers(compilers)
     if progress:
         for name in missing:
@@ -590,7 +606,8 @@ def build_pairs(
         "levels": levels, "compilers": {name: [found[name], versions[name]] for name in found}, "cflags": list(cflags),
     } | ({"build": build} if build else {})
     compile_key = _fingerprint(projects, compilation)
-    split_arguments = {"split": list(fractions), "seed": seed} | ({"held_out": held_out} if held_out else {})
+    # a split by name records the names, and neither fractions nor seed (which it does not use)
+    split_arguments = {"held_out": held_out} if held_out else {"split": list(fractions), "seed": seed}
     key = _fingerprint(projects, compilation | split_arguments)
     existing = load_pairs_manifest(output)
     if existing is not None and existing.get("key") == key:
@@ -609,7 +626,8 @@ def build_pairs(
             how = describe_held_out(held_out) if held_out else f"split {list(fractions)}, seed {seed}"
             print(f"pairs: same compilation as {output}; splitting its functions anew ({how})")
         rows = [row for name in SPLITS for row in read_pairs(output, name).to_pylist()]
-        arguments = {key: value for key, value in existing["arguments"].items() if key != "held_out"}
+        arguments = {key: value for key, value in existing["arguments"].items()
+                     if key not in ("held_out", "split", "seed")}
         return _write_dataset(
             output, rows, projects, found, missing, versions, levels, fractions, seed, held_out, existing["failed"],
             existing["counts"], key, compile_key, arguments | split_arguments, rows_per_shard, started, progress,
@@ -646,6 +664,17 @@ def build_pairs(
 def describe_held_out(held_out: dict[str, Sequence[str]]) -> str:
     """``validation a, b; test c`` for a split by name."""
     return "; ".join(f"{split} {', '.join(names) or '(none)'}" for split, names in held_out.items())
+
+
+def _warn_empty_held_out(manifest: dict) -> None:
+    """A named validation or test project that yielded no functions leaves a hole in its split: say so."""
+    held_out = manifest["arguments"].get("held_out") or {}
+    without = set(manifest["projects_without_functions"])
+    for split, names in held_out.items():
+        lost = [name for name in names if name in without]
+        if lost:
+            print(f"warning: {split} project(s) {', '.join(lost)} yielded no functions (every compilation failed); "
+                  f"the {split} split has {len(names) - len(lost)} of the {len(names)} named", file=sys.stderr)
 
 
 def _write_dataset(output: Path, rows: list[dict], projects: Sequence[Project], found: dict[str, str],
@@ -697,6 +726,7 @@ def _write_dataset(output: Path, rows: list[dict], projects: Sequence[Project], 
     os.replace(temporary_manifest, output / MANIFEST)
     if progress:
         print(summary(manifest, output))
+        _warn_empty_held_out(manifest)
     return manifest
 
 
@@ -716,8 +746,11 @@ def summary(manifest: dict, output: Path, failures_shown: int = 10) -> str:
         f"  {counts['compilations']:,} compilations of {counts['files']:,} files in {manifest['seconds']:.1f} s, "
         f"{counts['failed_compilations']:,} failed; {counts['duplicates']:,} duplicate functions dropped",
     ]
+    by_name = manifest["arguments"].get("held_out")
     for split in SPLITS:
         projects = manifest["projects"][split]
+        if by_name and not projects:
+            lines.append(f"  {split}: no project (split by name: {describe_held_out(by_name)})")
         if projects:
             functions = counts["splits"][split]["functions"]
             lines.append(f"  {split}: {len(projects)} project(s), {functions:,} functions: {_names(projects)}")
