@@ -40,7 +40,8 @@
 # first 19, all 12 added after them). Naming them keeps the held-out projects fixed as training projects
 # are added (these six are the split that seed 182 of --split 0.7,0.15,0.15 gave the first 19).
 #
-# Builds with the system's zlib.h (libpng) and gmp.h (nettle): packages zlib1g-dev and libgmp-dev.
+# Builds with the system's zlib.h (libpng) and gmp.h (nettle): packages zlib1g-dev and libgmp-dev
+# (checked before anything is downloaded).
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -104,6 +105,15 @@ case "$PROJECTS_SET" in
     first19) ;;
     *) echo "error: PROJECTS=$PROJECTS_SET: expected all or first19" >&2; exit 2 ;;
 esac
+# libpng and nettle include the system's zlib.h and gmp.h: without them their files would fail to compile
+if [ "$PROJECTS_SET" = all ] && [ -z "${STAGE_ONLY:-}" ]; then
+    for header in zlib.h:zlib1g-dev gmp.h:libgmp-dev; do
+        if ! echo "#include <${header%%:*}>" | gcc -E -x c - >/dev/null 2>&1; then
+            echo "error: <${header%%:*}> not found: install ${header##*:} (or PROJECTS=first19)" >&2
+            exit 2
+        fi
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 1. Download and unpack (skipped for packages already unpacked in SRC_DIR)
