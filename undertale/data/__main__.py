@@ -62,9 +62,6 @@ def _pairs(args: argparse.Namespace) -> None:
 
     held_out = {split: names for split, names in (("validation", args.validation_projects), ("test", args.test_projects))
                 if names is not None}
-    if held_out and args.split is not None:
-        raise ValueError("--split divides projects by fractions; --validation-projects/--test-projects name them: "
-                         "give one or the other")
     build_pairs(
         args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
         workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,

@@ -586,7 +586,8 @@ def build_pairs(
     """
     levels = parse_levels(levels)
     if held_out is not None and split is not None:
-        raise ValueError("split divides projects by fractions and held_out names them: give one or the other")
+        raise ValueError("--split (split=) divides projects by fractions and --validation-projects/--test-projects "
+                         "(held_out=) name them: give one or the other")
     fractions = parse_split(DEFAULT_SPLIT if split is None else split)
     cflags = parse_cflags(cflags)
     if workers is not None and workers < 1:
