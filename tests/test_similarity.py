@@ -106,20 +106,47 @@ def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tm
     table = pq.read_table(output).to_pydict()
     assert {"add_scaled", "sum_array", "clamp", "hash_string", "fibonacci"} <= set(table["name"])
     vectors = np.array(table["vector"], dtype=np.float32)
-    assert vectors.shape == (len(table["name"]), 128) and np.isfinite(vectors).all()
-    assert "embed:" in result.stdout and str(output) in result.stdout
+    assert vectors.shape == (len(table["name"]), 256) and np.isfinite(vectors).all()  # windows=all+first
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert "embed:" in result.stdout and str(output) in result.stdout and "windows all+first" in result.stdout
 
 
 def test_long_functions_are_embedded_by_windows(trained_run):
     from undertale.embedding import FunctionEncoder
 
-    encoder = FunctionEncoder.from_run(trained_run)
+    encoder = FunctionEncoder.from_run(trained_run, windows="all")
     long_text = " [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 40)
     assert len(encoder.windows(long_text)) > 1
     [vector] = encoder.embed([long_text])
     assert vector.shape == (128,) and np.isfinite(vector).all()
-    first = FunctionEncoder.from_run(trained_run, pooling="first").embed(["push rbp [NEXT] ret"])
+    first = FunctionEncoder.from_run(trained_run, pooling="first", windows="all").embed(["push rbp [NEXT] ret"])
     assert not np.allclose(first, encoder.embed(["push rbp [NEXT] ret"]))
+
+
+def test_windows_all_first_scores_the_mean_of_the_whole_and_entry_cosines(trained_run):
+    from undertale.embedding import FunctionEncoder
+
+    body = " [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 60)
+    tail = " [NEXT] ".join(["xor eax eax", "imul rax rcx", "ret"] * 30)
+    short = "push rbp [NEXT] mov rbp rsp [NEXT] pop rbp [NEXT] ret"
+    texts = [body, f"{body} [NEXT] {tail}", short]
+    encoders = {windows: FunctionEncoder.from_run(trained_run, windows=windows) for windows in ("all", "first", "all+first")}
+    assert len(encoders["all"].windows(texts[1])) > len(encoders["all"].windows(texts[0])) > 1
+    vectors = {windows: encoder.embed(texts) for windows, encoder in encoders.items()}
+    assert vectors["all"].shape == vectors["first"].shape == (3, 128) and vectors["all+first"].shape == (3, 256)
+
+    def cosine(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert np.allclose(vectors["first"][0], vectors["first"][1], atol=1e-5)      # a longer tail: the same entry
+    assert not np.allclose(vectors["all"][0], vectors["all"][1], atol=1e-3)      # ... and another whole function
+    assert np.allclose(vectors["first"][2], vectors["all"][2], atol=1e-5)        # one window: entry = whole
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        mean = (cosine(vectors["all"][i], vectors["all"][j]) + cosine(vectors["first"][i], vectors["first"][j])) / 2
+        assert float(vectors["all+first"][i] @ vectors["all+first"][j]) == pytest.approx(mean, abs=1e-5)
+    assert np.allclose(np.linalg.norm(vectors["all+first"], axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="windows must be one of all, first, all\\+first, got 'last'"):
+        FunctionEncoder.from_run(trained_run, windows="last")
 
 
 def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
@@ -134,6 +161,7 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     systems = saved["comparisons"]["O0-O2 (gcc)"]["systems"]
     assert set(systems) == {"model", "untrained", "tf-idf"}
     assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
+    assert saved["windows"] == "all+first" and "windows=all+first" in printed
     logged = (trained_run / "similarity" / "csv" / "metrics.csv").read_text()  # the logger group's run
     assert "similarity/O0-O2_gcc/model/mrr@4" in logged
     assert similarity.metric_key("gcc-clang (-O2)") == "gcc-clang_-O2"
@@ -142,19 +170,23 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
 @pytest.mark.parametrize("arguments, message", [
     (["run=/no/such/run", "output=x.parquet", "paths=[/usr/bin/true]"], "run directory /no/such/run does not exist"),
     (["output=x.parquet", "paths=[/usr/bin/true]"], "run=<run directory> is required"),
+    (["output=x.parquet", "paths=[/usr/bin/true]", "windows=last", "run={run}"],
+     "windows must be one of all, first, all+first, got 'last'"),
 ])
-def test_embed_bad_input_is_one_line(arguments, message):
+def test_embed_bad_input_is_one_line(arguments, message, trained_run):
+    arguments = [argument.format(run=trained_run) for argument in arguments]
     result = subprocess.run([sys.executable, "embed.py", *arguments], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_similarity_bad_input_is_one_line(trained_run, tmp_path, capsys):
+def test_similarity_bad_input_is_one_line(pairs, trained_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cases = [({"run": "/no/such/run", "pairs": str(tmp_path / "empty")}, "error:"),
              ({"run": str(trained_run), "pairs": str(tmp_path / "empty")}, "error:"),
-             ({"run": str(trained_run)}, "pairs=<pairs directory> is required")]
+             ({"run": str(trained_run)}, "pairs=<pairs directory> is required"),
+             ({"run": str(trained_run), "pairs": str(pairs), "windows": "last"}, "windows must be one of")]
     for values, message in cases:
         assert similarity.main(OmegaConf.create(values | {"logger": {}})) == 2
         err = capsys.readouterr().err

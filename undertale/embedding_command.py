@@ -64,7 +64,8 @@ def embed_command(cfg: DictConfig) -> int:
 
     try:
         device = torch.device(cfg.device) if cfg.device else None
-        encoder = FunctionEncoder.from_run(cfg.run, pooling=cfg.pooling, batch_size=cfg.batch_size, device=device)
+        encoder = FunctionEncoder.from_run(cfg.run, pooling=cfg.pooling, batch_size=cfg.batch_size, device=device,
+                                           windows=cfg.windows)
         paths = [cfg.paths] if isinstance(cfg.paths, str) else list(cfg.paths or [])
         rows = functions_of_binaries(paths) if paths else functions_of_corpus(cfg.corpus)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
@@ -81,7 +82,7 @@ def embed_command(cfg: DictConfig) -> int:
     temporary = output.with_name(f".{output.name}.tmp")
     pq.write_table(table, temporary)
     os.replace(temporary, output)
-    print(f"embed: {len(rows):,} functions, {vectors.shape[1]} dimensions ({encoder.pooling} pooling"
+    print(f"embed: {len(rows):,} functions, {vectors.shape[1]} dimensions ({encoder.pooling} pooling, windows {encoder.which_windows}"
           f"{', the projection head of a fine-tuned run' if encoder.projection is not None else ''}) in "
           f"{time.perf_counter() - started:.1f} s on {encoder.device} -> {output}")
     return 0

@@ -238,6 +238,8 @@ def table(results: dict) -> str:
            for scores in comparison["systems"].values() for size, score in scores.items()):
         lines.append("* fewer pairs than the pool size: one pool of all pairs")
     lines.append("same: pairs whose two functions have the same text (every system ranks those by exact match)")
+    if results.get("windows"):
+        lines.append(f"encoders' vectors: windows={results['windows']}")
     return "\n".join(lines)
 
 
@@ -255,10 +257,11 @@ def main(cfg) -> int:
     run = RunDirectory(run_value)
     split = cfg.get("split") or "test"
     try:
+        encoder_settings = {"pooling": cfg.get("pooling") or "mean", "windows": cfg.get("windows") or "all+first"}
+        model = FunctionEncoder.from_run(run.path, **encoder_settings)
+        untrained = FunctionEncoder.from_run(run.path, untrained=True, seed=int(cfg.get("seed") or 0),
+                                             **encoder_settings)
         rows = read_pairs(pairs_value, split).to_pylist()
-        model = FunctionEncoder.from_run(run.path, pooling=cfg.get("pooling") or "mean")
-        untrained = FunctionEncoder.from_run(run.path, pooling=cfg.get("pooling") or "mean", untrained=True,
-                                             seed=int(cfg.get("seed") or 0))
     except (FileNotFoundError, ValueError) as error:
         return _fail(str(error).splitlines()[0])
     if not rows:
@@ -267,14 +270,14 @@ def main(cfg) -> int:
     systems = {"model": partial(model.embed, progress=True)}
     pretrained = _pretrained_of(run)
     if pretrained is not None:  # a fine-tuned run: its pretrained encoder, zero-shot
-        zero_shot = FunctionEncoder.from_run(pretrained, pooling=cfg.get("pooling") or "mean")
+        zero_shot = FunctionEncoder.from_run(pretrained, **encoder_settings)
         systems["pretrained"] = partial(zero_shot.embed, progress=True)
     systems |= {"untrained": partial(untrained.embed, progress=True), "tf-idf": tfidf.vectors}
     pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
     min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
     started = time.perf_counter()
     results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions, progress=True)
-    results |= {"run": str(run.path), "pairs": str(pairs_value), "split": split,
+    results |= {"run": str(run.path), "pairs": str(pairs_value), "split": split, "windows": model.which_windows,
                 "seconds": round(time.perf_counter() - started, 1)}
     print(table(results))
     run.similarity.write_text(json.dumps(results, indent=2))
