@@ -101,6 +101,31 @@ def test_packed_rows_keep_each_function_and_pooling_matches_one_function_per_row
     assert torch.equal(pool_functions(hidden, owner, 2, "first"), hidden[0, [0, 2]])
 
 
+def test_the_entry_view_is_each_functions_first_window_and_takes_its_share_of_the_loss():
+    functions = [list(range(6, 45)), list(range(50, 55)), list(range(60, 130)), [7]] * 2
+    packed = pack_functions(functions, 32, pad_id=0, packing=True)
+    for index, ids in enumerate(functions):
+        assert packed["entry"][packed["owner"] == index].sum() == min(len(ids), 32)
+    torch.manual_seed(0)
+    model = InstructionTraceTransformerEncoderForSimilarity(depth=1, hidden_dimensions=32, vocab_size=200,
+                                                            sequence_length=32, heads=2, intermediate_dimensions=64,
+                                                            next_token_id=5, dropout=0.0, eps=1e-12,
+                                                            entry_weight=0.25).eval()
+    whole, entry = model.views({key: torch.as_tensor(value) for key, value in packed.items()})
+    first_windows = pack_functions([ids[:32] for ids in functions], 32, pad_id=0, packing=True)
+    assert torch.allclose(entry, model({key: torch.as_tensor(value) for key, value in first_windows.items()}),
+                          atol=1e-5)
+    assert not torch.allclose(whole[0], entry[0], atol=1e-3) and torch.allclose(whole[1], entry[1], atol=1e-5)
+
+    batches = [{key: torch.as_tensor(value) for key, value in packed.items()}]
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model.train(), train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    assert logged["train/entry_loss"] != pytest.approx(logged["train/whole_loss"])
+    assert logged["train/loss"] == pytest.approx(0.75 * logged["train/whole_loss"] + 0.25 * logged["train/entry_loss"])
+
+
 def test_a_few_steps_raise_validation_mrr_above_its_start(pairs, trained_run):
     from hydra.utils import instantiate
 
@@ -186,6 +211,7 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         "data.batch_size=100000": "lower data.batch_size",
         "data.compilers=[clang]": "data.compilers holds 'clang'",
         "data.neighbour_batches=2": "neighbour_batches must be within [0, 1]",
+        "task.entry_weight=1.5": "entry_weight must be within [0, 1], got 1.5",
     }
     for override, message in cases.items():
         result = run_train(*finetune_overrides(pairs, trained_run, 2), override)

@@ -35,37 +35,40 @@ def pack_functions(functions: Sequence[Sequence[int]], length: int, pad_id: int,
     """Rows of token ids for a list of functions, each cut into windows of ``length``.
 
     Returns numpy arrays ``tokens``, ``mask`` (0: padding, else the segment's number within its row: each
-    window attends only within itself) and ``owner`` (the function of each position, -1 for padding), all
-    (rows, length), and ``functions`` (their count). With ``packing``, windows share rows (first fit,
-    longest first); without it, each window has a row of its own.
+    window attends only within itself), ``owner`` (the function of each position, -1 for padding) and
+    ``entry`` (True where a position is in its function's first window), all (rows, length), and
+    ``functions`` (their count). With ``packing``, windows share rows (first fit, longest first); without
+    it, each window has a row of its own.
     """
-    windows = [(index, ids[start:start + length]) for index, ids in enumerate(functions)
+    windows = [(index, ids[start:start + length], start == 0) for index, ids in enumerate(functions)
                for start in range(0, max(len(ids), 1), length)]
-    windows = [(index, ids if len(ids) else [pad_id]) for index, ids in windows]
-    rows: list[list[tuple[int, Sequence[int]]]] = []
+    windows = [(index, ids if len(ids) else [pad_id], first) for index, ids, first in windows]
+    rows: list[list[tuple[int, Sequence[int], bool]]] = []
     free: list[int] = []
     if packing:
-        for index, ids in sorted(windows, key=lambda window: -len(window[1])):
-            row = next((r for r, space in enumerate(free) if space >= len(ids)), None)
+        for window in sorted(windows, key=lambda window: -len(window[1])):
+            row = next((r for r, space in enumerate(free) if space >= len(window[1])), None)
             if row is None:
                 rows.append([])
                 free.append(length)
                 row = len(rows) - 1
-            rows[row].append((index, ids))
-            free[row] -= len(ids)
+            rows[row].append(window)
+            free[row] -= len(window[1])
     else:
         rows = [[window] for window in windows]
     tokens = np.full((len(rows), length), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), length), dtype=np.int64)
     owner = np.full((len(rows), length), -1, dtype=np.int64)
+    entry = np.zeros((len(rows), length), dtype=bool)
     for r, row in enumerate(rows):
         position = 0
-        for segment, (index, ids) in enumerate(row, start=1):
+        for segment, (index, ids, first) in enumerate(row, start=1):
             tokens[r, position:position + len(ids)] = ids
             mask[r, position:position + len(ids)] = segment
             owner[r, position:position + len(ids)] = index
+            entry[r, position:position + len(ids)] = first
             position += len(ids)
-    return {"tokens": tokens, "mask": mask, "owner": owner, "functions": len(functions)}
+    return {"tokens": tokens, "mask": mask, "owner": owner, "entry": entry, "functions": len(functions)}
 
 
 def _tensors(batch: dict) -> dict:

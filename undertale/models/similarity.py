@@ -15,6 +15,7 @@ Validation embeds the validation pairs (query level vs partner level) and logs
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning
@@ -104,13 +105,18 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         projection_size: width of the search embeddings.
         pooling: ``mean`` or ``first``.
         pool: validation pool size for ``val/mrr`` and ``val/recall@1``.
+        entry_weight: the share of the loss given to each function's entry (its first window) as a view of
+            its own: ``(1 - w) * InfoNCE(whole) + w * InfoNCE(entry)``; 0 trains the whole function only.
         lr, warmup, weight_decay, betas, schedule, final_lr: see
             :class:`~undertale.models.optimization.OptimizerSettings`.
 
     A batch holds ``tokens`` and ``mask`` (packed rows: ``mask`` names the segment),
     ``owner`` (the function of each position, -1 for padding) and ``functions``
-    (their number); training batches put the ``a`` variants first and the ``b``
-    variants second; validation batches add ``pair`` and ``side`` per function.
+    (their number), and ``entry`` (True in each function's first window); training
+    batches put the ``a`` variants first and the ``b`` variants second; validation
+    batches add ``pair`` and ``side`` per function. Validation searches with the
+    vector ``embed.py`` writes by default (``windows=all+first``): the whole and
+    entry embeddings side by side, scaled to unit length.
 
     Raises:
         ValueError: for a setting out of range.
@@ -132,6 +138,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         projection_size: int = 128,
         pooling: str = "mean",
         pool: int = 32,
+        entry_weight: float = 0.0,
         lr: float = DEFAULTS.lr,
         warmup: float = DEFAULTS.warmup,
         weight_decay: float = DEFAULTS.weight_decay,
@@ -141,7 +148,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         **_: Any,
     ):
         super().__init__()
-        check_similarity_settings(temperature, projection_size, pooling, pool)
+        check_similarity_settings(temperature, projection_size, pooling, pool, entry_weight=entry_weight)
         self.optimizer_settings = OptimizerSettings(lr, warmup, weight_decay, betas, schedule, final_lr)
         self.save_hyperparameters()
         self.encoder = InstructionTraceTransformerEncoder(
@@ -153,9 +160,22 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         self._validation: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Unit-length embeddings of the batch's functions, (functions, projection_size)."""
+        """Unit-length embeddings of the batch's functions (all their windows), (functions, projection_size)."""
+        return self.views(batch, entry=False)[0]
+
+    def views(self, batch: Mapping[str, Tensor], entry: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+        """Unit-length embeddings of each function whole and of its entry (first window; None unless ``entry``)."""
         hidden = self.encoder(batch["tokens"], batch["mask"])
-        pooled = pool_functions(hidden, batch["owner"], int(batch["functions"]), self.hparams.pooling)
+        count, pooling = int(batch["functions"]), self.hparams.pooling
+        whole = self._project(pool_functions(hidden, batch["owner"], count, pooling))
+        if not entry:
+            return whole, None
+        if "entry" not in batch:  # a batch without window marks: one window per function
+            return whole, whole
+        entry_owner = batch["owner"].masked_fill(~batch["entry"].bool(), -1)
+        return whole, self._project(pool_functions(hidden, entry_owner, count, pooling))
+
+    def _project(self, pooled: Tensor) -> Tensor:
         return F.normalize(self.projection(pooled).float(), dim=-1)
 
     def _gather(self, embeddings: Tensor) -> Tensor:
@@ -165,7 +185,21 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         return gathered.reshape(-1, embeddings.shape[-1])
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        embeddings = self(batch)
+        weight = float(self.hparams.entry_weight)
+        whole, entry = self.views(batch, entry=weight > 0)
+        loss, accuracy, candidates = self._contrast(whole)
+        if entry is not None:
+            entry_loss, _, _ = self._contrast(entry)
+            self.log_dict({"train/whole_loss": loss, "train/entry_loss": entry_loss})
+            loss = (1 - weight) * loss + weight * entry_loss
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", accuracy)
+        self.log("train/candidates", candidates)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def _contrast(self, embeddings: Tensor) -> tuple[Tensor, Tensor, float]:
+        """InfoNCE of a batch's ``a`` half against its ``b`` half (negatives from every rank), top-1 accuracy."""
         groups = embeddings.shape[0] // 2
         a, b = embeddings[:groups], embeddings[groups:]
         a_all, b_all = self._gather(a), self._gather(b)
@@ -173,14 +207,12 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         loss = info_nce(a, b, self.hparams.temperature, a_all, b_all, offset=rank * groups)
         with torch.no_grad():
             accuracy = ((a @ b_all.T).argmax(-1) == torch.arange(groups, device=a.device) + rank * groups).float().mean()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", accuracy)
-        self.log("train/candidates", float(b_all.shape[0]))
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-        return loss
+        return loss, accuracy, float(b_all.shape[0])
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._validation.append((self(batch).detach(), batch["pair"], batch["side"]))
+        whole, entry = self.views(batch)
+        search = torch.cat([whole, entry], dim=-1) / math.sqrt(2)  # embed.py's windows=all+first
+        self._validation.append((search.detach(), batch["pair"], batch["side"]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._validation:

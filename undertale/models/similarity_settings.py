@@ -10,7 +10,8 @@ POOLINGS = ("mean", "first")
 
 
 def check_similarity_settings(temperature: float, projection_size: int, pooling: str, pool: int,
-                              dropout: Optional[float] = None, attention_dropout: Optional[float] = None) -> None:
+                              dropout: Optional[float] = None, attention_dropout: Optional[float] = None,
+                              entry_weight: float = 0.0) -> None:
     """Raises ValueError naming the setting that is out of range."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
@@ -21,3 +22,5 @@ def check_similarity_settings(temperature: float, projection_size: int, pooling:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     check_probability("dropout", dropout, optional=True)
     check_probability("attention_dropout", attention_dropout, optional=True)
+    if isinstance(entry_weight, bool) or not isinstance(entry_weight, (int, float)) or not 0 <= entry_weight <= 1:
+        raise ValueError(f"entry_weight must be within [0, 1], got {entry_weight!r}")

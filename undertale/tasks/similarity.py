@@ -35,6 +35,7 @@ class SimilarityTask(Task):
         projection_size: width of the search embeddings.
         pooling: ``mean`` or ``first``.
         pool: validation pool size (``val/mrr`` at this pool).
+        entry_weight: the loss's share for each function's first window as a view of its own (0: none).
         dropout: the encoder's dropout while fine-tuning (None: the pretrained run's, or ``model.dropout``
             from scratch). Not a size, so it may differ from the pretraining run's.
         attention_dropout: the dropout of the attention weights while fine-tuning (None: the pretrained run's
@@ -44,15 +45,16 @@ class SimilarityTask(Task):
 
     def __init__(self, temperature: float = 0.05, projection_size: int = 128, pooling: str = "mean", pool: int = 32,
                  dropout: Optional[float] = None, attention_dropout: Optional[float] = None,
-                 monitor: str = "val/mrr", mode: str = "max"):
+                 entry_weight: float = 0.0, monitor: str = "val/mrr", mode: str = "max"):
         from ..models.similarity_settings import check_similarity_settings
 
         super().__init__(monitor, mode)
-        check_similarity_settings(temperature, projection_size, pooling, pool, dropout, attention_dropout)
+        check_similarity_settings(temperature, projection_size, pooling, pool, dropout, attention_dropout,
+                                  entry_weight)
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.settings = {"temperature": temperature, "projection_size": projection_size, "pooling": pooling,
-                         "pool": pool}
+                         "pool": pool, "entry_weight": entry_weight}
         self.validation_pairs: Optional[tuple[list[str], list[str]]] = None
 
     # --- before any work -------------------------------------------------------------------------
