@@ -108,7 +108,7 @@ def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tm
     vectors = np.array(table["vector"], dtype=np.float32)
     assert vectors.shape == (len(table["name"]), 256) and np.isfinite(vectors).all()  # windows=all+first
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert "embed:" in result.stdout and str(output) in result.stdout and "windows all+first" in result.stdout
+    assert "embed:" in result.stdout and str(output) in result.stdout and "windows=all+first" in result.stdout
 
 
 def test_long_functions_are_embedded_by_windows(trained_run):
@@ -130,7 +130,8 @@ def test_windows_all_first_scores_the_mean_of_the_whole_and_entry_cosines(traine
     tail = " [NEXT] ".join(["xor eax eax", "imul rax rcx", "ret"] * 30)
     short = "push rbp [NEXT] mov rbp rsp [NEXT] pop rbp [NEXT] ret"
     texts = [body, f"{body} [NEXT] {tail}", short]
-    encoders = {windows: FunctionEncoder.from_run(trained_run, windows=windows) for windows in ("all", "first", "all+first")}
+    encoders = {windows: FunctionEncoder.from_run(trained_run, windows=windows)
+                for windows in ("all", "first", "all+first")}
     assert len(encoders["all"].windows(texts[1])) > len(encoders["all"].windows(texts[0])) > 1
     vectors = {windows: encoder.embed(texts) for windows, encoder in encoders.items()}
     assert vectors["all"].shape == vectors["first"].shape == (3, 128) and vectors["all+first"].shape == (3, 256)

@@ -82,7 +82,8 @@ def embed_command(cfg: DictConfig) -> int:
     temporary = output.with_name(f".{output.name}.tmp")
     pq.write_table(table, temporary)
     os.replace(temporary, output)
-    print(f"embed: {len(rows):,} functions, {vectors.shape[1]} dimensions ({encoder.pooling} pooling, windows {encoder.which_windows}"
+    print(f"embed: {len(rows):,} functions, {vectors.shape[1]} dimensions ({encoder.pooling} pooling, "
+          f"windows={encoder.which_windows}"
           f"{', the projection head of a fine-tuned run' if encoder.projection is not None else ''}) in "
           f"{time.perf_counter() - started:.1f} s on {encoder.device} -> {output}")
     return 0
