@@ -126,6 +126,29 @@ def test_the_entry_view_is_each_functions_first_window_and_takes_its_share_of_th
     assert logged["train/loss"] == pytest.approx(0.75 * logged["train/whole_loss"] + 0.25 * logged["train/entry_loss"])
 
 
+def test_validation_searches_with_the_vector_embed_writes(trained_run):
+    from undertale.data.tokenizer import NEXT, PAD, load_tokenizer
+    from undertale.embedding import FunctionEncoder
+
+    tokenizer = load_tokenizer(trained_run / "tokenizer.json", 32)
+    torch.manual_seed(0)
+    model = InstructionTraceTransformerEncoderForSimilarity(
+        depth=1, hidden_dimensions=32, vocab_size=tokenizer.get_vocab_size(), sequence_length=32, heads=2,
+        intermediate_dimensions=64, next_token_id=tokenizer.token_to_id(NEXT), dropout=0.0, eps=1e-12).eval()
+    encoder = FunctionEncoder(model.encoder, tokenizer, projection=model.projection, device=torch.device("cpu"))
+    texts = [" [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 12),
+             "push rbp [NEXT] mov rbp rsp [NEXT] pop rbp [NEXT] ret"]
+    ids = [encoder.tokenizer.encode(text).ids for text in texts]
+    assert len(ids[0]) > 64 and len(ids[1]) < 32                      # three windows and more; one window
+    batch = pack_functions(ids, 32, pad_id=tokenizer.token_to_id(PAD)) | {"pair": np.array([0, 0]),
+                                                                          "side": np.array([0, 1])}
+    with torch.no_grad():
+        model.validation_step({key: torch.as_tensor(value) for key, value in batch.items()}, 0)
+    validated = model._validation[0][0].numpy()
+    assert validated.shape == (2, 256)
+    assert np.allclose(validated, encoder.embed(texts), atol=1e-5)
+
+
 def test_a_few_steps_raise_validation_mrr_above_its_start(pairs, trained_run):
     from hydra.utils import instantiate
 

@@ -21,6 +21,7 @@ says which windows make the vector:
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,6 +36,7 @@ from .runs import RunDirectory
 
 POOLINGS = ("mean", "first")
 WINDOWS = ("all", "first", "all+first")
+DEFAULT_WINDOWS = "all+first"
 
 
 class FunctionEncoder:
@@ -56,7 +58,7 @@ class FunctionEncoder:
 
     def __init__(self, encoder: torch.nn.Module, tokenizer: Tokenizer, pooling: str = "mean", batch_size: int = 64,
                  device: Optional[torch.device] = None, projection: Optional[torch.nn.Module] = None,
-                 windows: str = "all+first"):
+                 windows: str = DEFAULT_WINDOWS):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if windows not in WINDOWS:
@@ -76,7 +78,7 @@ class FunctionEncoder:
     @classmethod
     def from_run(cls, run: str | Path, pooling: str = "mean", batch_size: int = 64,
                  device: Optional[torch.device] = None, untrained: bool = False, seed: int = 0,
-                 windows: str = "all+first") -> "FunctionEncoder":
+                 windows: str = DEFAULT_WINDOWS) -> "FunctionEncoder":
         """The encoder of a run directory's last intact checkpoint, with the run's tokenizer.
 
         A fine-tuned similarity run (``task=similarity``) embeds with its projection head and its own pooling.
@@ -120,18 +122,18 @@ class FunctionEncoder:
     @torch.no_grad()
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """One float32 vector per text: (len(texts), width), twice the width for ``all+first``."""
-        windows, owners = [], []
+        windows, owners, firsts = [], [], []
         encodings = self.tokenizer.encode_batch(list(texts))  # one parallel call, not one per text
         for index, encoding in enumerate(encodings):
             cut = self._cut(encoding.ids)
-            for window in cut[:1] if self.which_windows == "first" else cut:
+            for position, window in enumerate(cut[:1] if self.which_windows == "first" else cut):
                 windows.append(window)
                 owners.append(index)
+                firsts.append(position == 0)
         width = self.encoder.norm.normalized_shape[0]
         sums = np.zeros((len(texts), width), dtype=np.float64)
         weights = np.zeros(len(texts), dtype=np.float64)
         entries = np.zeros((len(texts), width), dtype=np.float64)  # each text's first window
-        is_entry = np.r_[True, np.diff(owners) != 0] if owners else np.zeros(0, dtype=bool)
         order = np.argsort([len(window) for window in windows], kind="stable")  # similar lengths together
         bar = tqdm(total=len(windows), unit="window", desc="embed", disable=not progress, dynamic_ncols=True)
         for start in range(0, len(order), self.batch_size):
@@ -147,17 +149,14 @@ class FunctionEncoder:
                 weight = len(windows[i])
                 sums[owners[i]] += weight * vectors[row]
                 weights[owners[i]] += weight
-                if is_entry[i]:
+                if firsts[i]:
                     entries[owners[i]] = vectors[row]
             bar.update(len(chosen))
         bar.close()
-        whole = self._head(sums / np.maximum(weights, 1)[:, None])
-        if self.which_windows == "all":
-            return whole
-        entry = self._head(entries)
-        if self.which_windows == "first":
-            return entry
-        return np.concatenate([_unit(whole), _unit(entry)], axis=1) / np.float32(np.sqrt(2))
+        embedded = self._head(sums / np.maximum(weights, 1)[:, None])  # the windows embedded: all, or the first
+        if self.which_windows != "all+first":
+            return embedded
+        return search_vectors(torch.from_numpy(embedded), torch.from_numpy(self._head(entries))).numpy()
 
     def _head(self, pooled: np.ndarray) -> np.ndarray:
         """Pooled vectors through the projection head (unit length) when there is one, float32."""
@@ -176,8 +175,14 @@ class FunctionEncoder:
         return pooled.float().cpu().numpy()
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+def search_vectors(whole: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
+    """``windows=all+first``: each function's whole and entry vectors at unit length, side by side, / sqrt(2).
+
+    The result has unit length, and the dot product of two results is the mean of the two cosines. Used by
+    :meth:`FunctionEncoder.embed` and by a similarity model's validation, so both search with one vector.
+    """
+    unit = torch.nn.functional.normalize
+    return torch.cat([unit(whole.float(), dim=-1), unit(entry.float(), dim=-1)], dim=-1) / math.sqrt(2)
 
 
 def _module_class(run: RunDirectory) -> type:

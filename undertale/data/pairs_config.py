@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from ..models.configuration import check_fraction
+
 if TYPE_CHECKING:
     from .pairs_dataset import PairsDataModule
 
@@ -78,9 +80,7 @@ class PairsDataConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if (isinstance(self.neighbour_batches, bool) or not isinstance(self.neighbour_batches, (int, float))
-                or not 0.0 <= self.neighbour_batches <= 1.0):
-            raise ValueError(f"neighbour_batches must be within [0, 1], got {self.neighbour_batches!r}")
+        check_fraction("neighbour_batches", self.neighbour_batches)
         for name in ("packing", "pin_memory"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):

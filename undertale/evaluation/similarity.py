@@ -246,7 +246,7 @@ def table(results: dict) -> str:
 def main(cfg) -> int:
     """``python evaluate.py task=similarity run=<run dir> pairs=<pairs dir>``: table, ``similarity.json``, W&B."""
     from ..data.pairs import read_pairs
-    from ..embedding import FunctionEncoder
+    from ..embedding import DEFAULT_WINDOWS, FunctionEncoder
     from ..runs import RunDirectory
 
     run_value, pairs_value = cfg.get("run"), cfg.get("pairs")
@@ -257,7 +257,7 @@ def main(cfg) -> int:
     run = RunDirectory(run_value)
     split = cfg.get("split") or "test"
     try:
-        encoder_settings = {"pooling": cfg.get("pooling") or "mean", "windows": cfg.get("windows") or "all+first"}
+        encoder_settings = {"pooling": cfg.get("pooling") or "mean", "windows": cfg.get("windows") or DEFAULT_WINDOWS}
         model = FunctionEncoder.from_run(run.path, **encoder_settings)
         untrained = FunctionEncoder.from_run(run.path, untrained=True, seed=int(cfg.get("seed") or 0),
                                              **encoder_settings)

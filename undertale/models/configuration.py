@@ -117,6 +117,12 @@ def check_probability(name: str, value: Any, optional: bool = False) -> None:
         raise ValueError(f"{name} must be within [0, 1){' or null' if optional else ''}, got {value!r}")
 
 
+def check_fraction(name: str, value: Any) -> None:
+    """Raises ValueError naming ``name`` unless ``value`` is a number in [0, 1] (a share, both ends included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+
+
 def _divisor_near(width: int, heads: int) -> int:
     return min((d for d in range(1, width + 1) if width % d == 0), key=lambda d: abs(d - heads))
 

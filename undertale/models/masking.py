@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from .configuration import check_fraction
+
 
 @dataclass(frozen=True)
 class MaskingSettings:
@@ -39,9 +41,7 @@ class MaskingSettings:
         for field in dataclasses.fields(self):
             if field.name == "exclude":
                 continue
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{field.name} must be within [0, 1], got {value!r}")
+            check_fraction(field.name, getattr(self, field.name))
         if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
             raise ValueError(
                 f"mask_fraction + random_fraction must not exceed 1, got {self.mask_fraction} + {self.random_fraction}"

@@ -15,7 +15,6 @@ Validation embeds the validation pairs (query level vs partner level) and logs
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..embedding import search_vectors
 from .encoder import InstructionTraceTransformerEncoder
 from .optimization import DEFAULTS, AdamWTraining, OptimizerSettings
 from .similarity_settings import POOLINGS, check_similarity_settings
@@ -170,8 +170,6 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         whole = self._project(pool_functions(hidden, batch["owner"], count, pooling))
         if not entry:
             return whole, None
-        if "entry" not in batch:  # a batch without window marks: one window per function
-            return whole, whole
         entry_owner = batch["owner"].masked_fill(~batch["entry"].bool(), -1)
         return whole, self._project(pool_functions(hidden, entry_owner, count, pooling))
 
@@ -210,9 +208,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         return loss, accuracy, float(b_all.shape[0])
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        whole, entry = self.views(batch)
-        search = torch.cat([whole, entry], dim=-1) / math.sqrt(2)  # embed.py's windows=all+first
-        self._validation.append((search.detach(), batch["pair"], batch["side"]))
+        self._validation.append((search_vectors(*self.views(batch)).detach(), batch["pair"], batch["side"]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._validation:

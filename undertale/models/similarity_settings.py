@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .configuration import check_probability
+from .configuration import check_fraction, check_probability
 
 POOLINGS = ("mean", "first")
 
@@ -22,5 +22,4 @@ def check_similarity_settings(temperature: float, projection_size: int, pooling:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     check_probability("dropout", dropout, optional=True)
     check_probability("attention_dropout", attention_dropout, optional=True)
-    if isinstance(entry_weight, bool) or not isinstance(entry_weight, (int, float)) or not 0 <= entry_weight <= 1:
-        raise ValueError(f"entry_weight must be within [0, 1], got {entry_weight!r}")
+    check_fraction("entry_weight", entry_weight)
