@@ -1,5 +1,6 @@
 """Shared fixtures: a small, real data cache that the end-to-end tests train on."""
 
+import os
 import random
 from pathlib import Path
 
@@ -15,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
 SEQUENCE_LENGTH = 64
 MAX_FUNCTIONS = 3000
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject.toml's default): one worker per core, at most 4.
+
+    Each worker's torch already uses every core, and the end-to-end tests start processes of their own
+    (DDP ranks, sweep jobs); more workers would only crowd them. Session fixtures are built once per worker.
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def prepare_small(cache: Path, packing: bool = False) -> PreparedData:
@@ -48,7 +59,6 @@ def small(cache: Path, steps: int = 12) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_run(cache, tmp_path_factory) -> Path:
     """One real 12-step training run (tiny model, ``[UNK]`` kept out of the targets) that read-only tests share."""
-    import os
     import subprocess
     import sys
 

@@ -274,7 +274,7 @@ def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     systems = json.loads((ddp_run / "similarity.json").read_text())["comparisons"]["O0-O3 (gcc)"]["systems"]
-    assert list(systems) == ["model", "pretrained", "untrained", "tf-idf"]
+    assert list(systems) == ["model", "pretrained", "untrained", "tf-idf", "model+tf-idf"]
     assert systems["model"]["32"]["mrr"] != systems["pretrained"]["32"]["mrr"]
 
 

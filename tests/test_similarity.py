@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from undertale.data.pairs import build_pairs
 from undertale.evaluation import similarity
-from undertale.evaluation.similarity import Setting, TfIdf, benchmark, ranks, search_scores
+from undertale.evaluation.similarity import HYBRID, Hybrid, Setting, TfIdf, benchmark, ranks, search_scores
 
 from conftest import ROOT
 
@@ -95,6 +95,43 @@ def test_benchmark_embeds_each_distinct_function_once_and_scores_each_comparison
         assert results["comparisons"][pair_set.name]["systems"]["tf-idf"]["4"] == direct, pair_set.name
 
 
+def test_hybrid_scores_the_mean_of_the_encoder_and_tfidf_cosines(pairs):
+    from undertale.data.pairs import read_pairs
+
+    rows = read_pairs(pairs, "train").to_pylist()
+    texts = sorted({row["disassembly"] for row in rows})
+    dense = np.random.default_rng(0).normal(size=(len(texts), 8))
+    sparse = TfIdf(texts).vectors(texts)
+    joined = similarity.hybrid_vectors(dense, sparse)
+
+    def cosines(matrix):
+        matrix = matrix.toarray() if hasattr(matrix, "toarray") else matrix
+        unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    assert np.allclose((joined @ joined.T).toarray(), (cosines(dense) + cosines(sparse)) / 2)
+    assert np.allclose(np.sqrt(joined.multiply(joined).sum(axis=1)), 1)
+    with pytest.raises(ValueError, match="3 dense rows against"):
+        similarity.hybrid_vectors(dense[:3], sparse)
+
+    # In the benchmark: the hybrid's scores are those of the joined vectors, and its parts come first.
+    by_text = dict(zip(texts, dense))
+    systems = {"dense": lambda batch: np.stack([by_text[text] for text in batch]),
+               "tf-idf": TfIdf(texts).vectors, "both": Hybrid("dense", "tf-idf")}
+    comparisons = [(Setting("gcc", "O0"), Setting("gcc", "O2"))]
+    results = benchmark(rows, systems, pool_sizes=[4], comparisons=comparisons, min_instructions=3)
+    [pair_set] = similarity.pair_sets(rows, comparisons, min_instructions=3)
+    direct = search_scores(similarity.hybrid_vectors(systems["dense"](pair_set.queries),
+                                                     TfIdf(texts).vectors(pair_set.queries)),
+                           similarity.hybrid_vectors(systems["dense"](pair_set.partners),
+                                                     TfIdf(texts).vectors(pair_set.partners)),
+                           similarity.pools(len(pair_set.groups), 4, 0))
+    assert results["comparisons"][pair_set.name]["systems"]["both"]["4"] == direct
+    with pytest.raises(ValueError, match="list it after the systems it joins"):
+        benchmark(rows, {"both": systems["both"], "dense": systems["dense"], "tf-idf": systems["tf-idf"]},
+                  pool_sizes=[4], comparisons=comparisons)
+
+
 def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path):
     source, program = tmp_path / "toolkit.c", tmp_path / "toolkit.o"
     source.write_text(PROGRAM)
@@ -160,9 +197,10 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     assert "O0-O2 (gcc)" in printed and "tf-idf" in printed and "untrained" in printed
     saved = json.loads((trained_run / "similarity.json").read_text())
     systems = saved["comparisons"]["O0-O2 (gcc)"]["systems"]
-    assert set(systems) == {"model", "untrained", "tf-idf"}
+    assert list(systems) == ["model", "untrained", "tf-idf", HYBRID]
     assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
     assert saved["windows"] == "all+first" and "windows=all+first" in printed
+    assert f"{HYBRID}: the mean of the model's and TF-IDF's cosines" in printed
     logged = (trained_run / "similarity" / "csv" / "metrics.csv").read_text()  # the logger group's run
     assert "similarity/O0-O2_gcc/model/mrr@4" in logged
     assert similarity.metric_key("gcc-clang (-O2)") == "gcc-clang_-O2"

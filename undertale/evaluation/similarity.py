@@ -11,8 +11,9 @@ everywhere and make the task look easier than it is).
 
 The systems compared on the same pools: the run's encoder (a fine-tuned run's
 with its projection head), the pretrained encoder it was fine-tuned from
-(zero-shot, for a ``task=similarity`` run), the same architecture untrained, and
-TF-IDF over instruction n-grams.
+(zero-shot, for a ``task=similarity`` run), the same architecture untrained,
+TF-IDF over instruction n-grams, and ``model+tf-idf``: the encoder's and
+TF-IDF's cosines averaged (:func:`hybrid_vectors`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 DEFAULT_POOLS = (32, 1000)
 DEFAULT_MIN_INSTRUCTIONS = 5
+HYBRID = "model+tf-idf"
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,28 @@ class TfIdf:
         return csr_matrix((values, (rows, columns)), shape=(len(texts), len(self.vocabulary)), dtype=np.float64)
 
 
+def hybrid_vectors(dense, sparse):
+    """Each row of ``dense`` and of ``sparse`` at unit length, side by side, scaled by 1/sqrt(2) (scipy sparse).
+
+    The dot product of two such rows is the mean of the two systems' cosines: an encoder's vectors and
+    TF-IDF's rows scored together with equal weight (no weight is fitted). Rows are functions, in the
+    same order in both.
+    """
+    from scipy.sparse import csr_matrix, hstack
+
+    if dense.shape[0] != sparse.shape[0]:
+        raise ValueError(f"hybrid_vectors: {dense.shape[0]} dense rows against {sparse.shape[0]} sparse rows")
+    return (hstack([csr_matrix(_unit_rows(dense)), _unit_rows(sparse)]) / math.sqrt(2)).tocsr()
+
+
+@dataclass(frozen=True)
+class Hybrid:
+    """A benchmark system whose vectors join two earlier systems' vectors with :func:`hybrid_vectors`."""
+
+    dense: str
+    sparse: str
+
+
 def evaluate_system(vectors: Any, index: dict[str, int], pair_set: PairSet, pool_sizes: Sequence[int],
                     seed: int) -> dict:
     """Scores of one system on one comparison, for each pool size, from the system's ``vectors`` of every text."""
@@ -183,7 +207,7 @@ def evaluate_system(vectors: Any, index: dict[str, int], pair_set: PairSet, pool
             for size in pool_sizes}
 
 
-def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]], np.ndarray]],
+def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]], Any] | Hybrid],
               pool_sizes: Sequence[int] = DEFAULT_POOLS, seed: int = 0,
               min_instructions: int = DEFAULT_MIN_INSTRUCTIONS,
               comparisons: Optional[Sequence[tuple[Setting, Setting]]] = None, progress: bool = False) -> dict:
@@ -191,6 +215,7 @@ def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]],
 
     Each system embeds every distinct function text once (a text shared by several comparisons, or
     identical at two levels, is not embedded again); ``progress`` prints each system's count and time.
+    A :class:`Hybrid` system joins the vectors of two systems listed before it, without embedding again.
 
     Returns:
         ``{"comparisons": {name: {"pairs": n, "systems": {system: {pool: scores}}}}, ...}``.
@@ -203,12 +228,23 @@ def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]],
         "identical": sum(query == partner for query, partner in zip(pair_set.queries, pair_set.partners)),
         "systems": {},
     } for pair_set in sets}
+    joined = {part for embed in systems.values() if isinstance(embed, Hybrid) for part in (embed.dense, embed.sparse)}
+    kept: dict[str, Any] = {}  # the vectors a hybrid joins later
     for name, embed in systems.items():
         started = time.perf_counter()
-        vectors = embed(texts) if texts else np.zeros((0, 1))
+        if isinstance(embed, Hybrid):
+            missing = [part for part in (embed.dense, embed.sparse) if part not in kept]
+            if missing:
+                raise ValueError(f"system {name!r} joins {', '.join(missing)}: list it after the systems it joins")
+            vectors = hybrid_vectors(kept[embed.dense], kept[embed.sparse]) if texts else np.zeros((0, 1))
+            done = f"{embed.dense} and {embed.sparse} joined"
+        else:
+            vectors = embed(texts) if texts else np.zeros((0, 1))
+            done = f"{len(texts):,} distinct functions embedded"
+        if name in joined:
+            kept[name] = vectors
         if progress:
-            print(f"{name}: {len(texts):,} distinct functions embedded in {time.perf_counter() - started:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(f"{name}: {done} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         for pair_set in sets:
             results[pair_set.name]["systems"][name] = evaluate_system(vectors, index, pair_set, pool_sizes, seed)
     return {"comparisons": results, "pool_sizes": list(pool_sizes), "seed": seed, "min_instructions": min_instructions}
@@ -238,6 +274,8 @@ def table(results: dict) -> str:
            for scores in comparison["systems"].values() for size, score in scores.items()):
         lines.append("* fewer pairs than the pool size: one pool of all pairs")
     lines.append("same: pairs whose two functions have the same text (every system ranks those by exact match)")
+    if any(HYBRID in comparison["systems"] for comparison in results["comparisons"].values()):
+        lines.append(f"{HYBRID}: the mean of the model's and TF-IDF's cosines")
     if results.get("windows"):
         lines.append(f"encoders' vectors: windows={results['windows']}")
     return "\n".join(lines)
@@ -272,7 +310,8 @@ def main(cfg) -> int:
     if pretrained is not None:  # a fine-tuned run: its pretrained encoder, zero-shot
         zero_shot = FunctionEncoder.from_run(pretrained, **encoder_settings)
         systems["pretrained"] = partial(zero_shot.embed, progress=True)
-    systems |= {"untrained": partial(untrained.embed, progress=True), "tf-idf": tfidf.vectors}
+    systems |= {"untrained": partial(untrained.embed, progress=True), "tf-idf": tfidf.vectors,
+                HYBRID: Hybrid("model", "tf-idf")}
     pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
     min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
     started = time.perf_counter()
