@@ -201,6 +201,15 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     assert all(0 < scores["4"]["mrr"] <= 1 for scores in systems.values())
     assert saved["windows"] == "all+first" and "windows=all+first" in printed
     assert f"{HYBRID}: the mean of the model's and TF-IDF's cosines" in printed
+    # the row joins the run's own model (not the untrained encoder) with TF-IDF, on the same pools
+    from undertale.data.pairs import read_pairs
+    from undertale.embedding import FunctionEncoder
+
+    rows = read_pairs(pairs, "train").to_pylist()
+    expected = benchmark(rows, {"model": FunctionEncoder.from_run(trained_run).embed,
+                                "tf-idf": TfIdf([row["disassembly"] for row in rows]).vectors,
+                                "joined": Hybrid("model", "tf-idf")}, pool_sizes=[4], min_instructions=3)
+    assert systems[HYBRID] == expected["comparisons"]["O0-O2 (gcc)"]["systems"]["joined"]
     logged = (trained_run / "similarity" / "csv" / "metrics.csv").read_text()  # the logger group's run
     assert "similarity/O0-O2_gcc/model/mrr@4" in logged
     assert similarity.metric_key("gcc-clang (-O2)") == "gcc-clang_-O2"
