@@ -99,6 +99,10 @@ def test_packed_rows_keep_each_function_and_pooling_matches_one_function_per_row
     mean = pool_functions(hidden, owner, 2)
     assert torch.allclose(mean[0], hidden[0, [0, 1, 5]].mean(0)) and torch.allclose(mean[1], hidden[0, 2:5].mean(0))
     assert torch.equal(pool_functions(hidden, owner, 2, "first"), hidden[0, [0, 2]])
+    both = pool_functions(hidden, owner, 3, "mean+max")                 # function 2 has no tokens
+    assert both.shape == (3, 8) and torch.equal(both[:, :4], pool_functions(hidden, owner, 3))
+    assert torch.equal(both[0, 4:], hidden[0, [0, 1, 5]].amax(0)) and torch.equal(both[1, 4:], hidden[0, 2:5].amax(0))
+    assert torch.equal(both[2], torch.zeros(8))
 
 
 def test_the_entry_view_is_each_functions_first_window_and_takes_its_share_of_the_loss():
@@ -126,7 +130,8 @@ def test_the_entry_view_is_each_functions_first_window_and_takes_its_share_of_th
     assert logged["train/loss"] == pytest.approx(0.75 * logged["train/whole_loss"] + 0.25 * logged["train/entry_loss"])
 
 
-def test_validation_searches_with_the_vector_embed_writes(trained_run):
+@pytest.mark.parametrize("pooling", ["mean", "mean+max"])
+def test_validation_searches_with_the_vector_embed_writes(trained_run, pooling):
     from undertale.data.tokenizer import NEXT, PAD, load_tokenizer
     from undertale.embedding import FunctionEncoder
 
@@ -134,8 +139,10 @@ def test_validation_searches_with_the_vector_embed_writes(trained_run):
     torch.manual_seed(0)
     model = InstructionTraceTransformerEncoderForSimilarity(
         depth=1, hidden_dimensions=32, vocab_size=tokenizer.get_vocab_size(), sequence_length=32, heads=2,
-        intermediate_dimensions=64, next_token_id=tokenizer.token_to_id(NEXT), dropout=0.0, eps=1e-12).eval()
-    encoder = FunctionEncoder(model.encoder, tokenizer, projection=model.projection, device=torch.device("cpu"))
+        intermediate_dimensions=64, next_token_id=tokenizer.token_to_id(NEXT), dropout=0.0, eps=1e-12,
+        pooling=pooling).eval()
+    encoder = FunctionEncoder(model.encoder, tokenizer, pooling, projection=model.projection,
+                              device=torch.device("cpu"))
     texts = [" [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 12),
              "push rbp [NEXT] mov rbp rsp [NEXT] pop rbp [NEXT] ret"]
     ids = [encoder.tokenizer.encode(text).ids for text in texts]

@@ -4,7 +4,9 @@
     vectors = encoder.embed(["push rbp [NEXT] mov rbp rsp [NEXT] ret", ...])   # (n, hidden) float32
 
 Pooling is ``mean`` (the average of the final hidden states over the
-function's tokens; default) or ``first`` (the state of its first token). A
+function's tokens; default), ``first`` (the state of its first token) or
+``mean+max`` (the average and the element-wise maximum side by side: twice the
+width; a fine-tuned model's own pooling when it was trained with it). A
 function longer than the model's sequence length is cut into consecutive
 windows of that length, and each window is embedded on its own. ``windows``
 says which windows make the vector:
@@ -32,9 +34,9 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from .data.tokenizer import PAD, load_tokenizer
+from .models.similarity_settings import POOLINGS, pooled_width
 from .runs import RunDirectory
 
-POOLINGS = ("mean", "first")
 WINDOWS = ("all", "first", "all+first")
 DEFAULT_WINDOWS = "all+first"
 
@@ -45,7 +47,7 @@ class FunctionEncoder:
     Arguments:
         encoder: an :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         tokenizer: the tokenizer it was trained with.
-        pooling: ``mean`` or ``first``.
+        pooling: ``mean``, ``first`` or ``mean+max``.
         batch_size: windows per forward pass.
         device: where to run (default: a GPU when present).
         projection: a head applied to each function's pooled vector (a fine-tuned similarity model's), whose
@@ -131,9 +133,10 @@ class FunctionEncoder:
                 owners.append(index)
                 firsts.append(position == 0)
         width = self.encoder.norm.normalized_shape[0]
-        sums = np.zeros((len(texts), width), dtype=np.float64)
+        sums = np.zeros((len(texts), width), dtype=np.float64)  # the mean part: weighted by window length
+        maxima = np.full((len(texts), width), -np.inf) if self.pooling == "mean+max" else None
         weights = np.zeros(len(texts), dtype=np.float64)
-        entries = np.zeros((len(texts), width), dtype=np.float64)  # each text's first window
+        entries = np.zeros((len(texts), pooled_width(width, self.pooling)), dtype=np.float64)  # first windows
         order = np.argsort([len(window) for window in windows], kind="stable")  # similar lengths together
         bar = tqdm(total=len(windows), unit="window", desc="embed", disable=not progress, dynamic_ncols=True)
         for start in range(0, len(order), self.batch_size):
@@ -147,13 +150,18 @@ class FunctionEncoder:
             vectors = self._pool(self.encoder(tokens.to(self.device), mask.to(self.device)), mask.to(self.device))
             for row, i in enumerate(chosen):
                 weight = len(windows[i])
-                sums[owners[i]] += weight * vectors[row]
+                sums[owners[i]] += weight * vectors[row, :width]
                 weights[owners[i]] += weight
+                if maxima is not None:
+                    maxima[owners[i]] = np.maximum(maxima[owners[i]], vectors[row, width:])
                 if firsts[i]:
                     entries[owners[i]] = vectors[row]
             bar.update(len(chosen))
         bar.close()
-        embedded = self._head(sums / np.maximum(weights, 1)[:, None])  # the windows embedded: all, or the first
+        pooled = sums / np.maximum(weights, 1)[:, None]
+        if maxima is not None:
+            pooled = np.concatenate([pooled, maxima], axis=1)
+        embedded = self._head(pooled)  # the windows embedded: all, or the first
         if self.which_windows != "all+first":
             return embedded
         return search_vectors(torch.from_numpy(embedded), torch.from_numpy(self._head(entries))).numpy()
@@ -172,6 +180,9 @@ class FunctionEncoder:
         else:
             real = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+            if self.pooling == "mean+max":
+                maxima = hidden.masked_fill(real == 0, float("-inf")).amax(1)
+                pooled = torch.cat([pooled, maxima], dim=-1)
         return pooled.float().cpu().numpy()
 
 

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ..embedding import search_vectors
 from .encoder import InstructionTraceTransformerEncoder
 from .optimization import DEFAULTS, AdamWTraining, OptimizerSettings
-from .similarity_settings import POOLINGS, check_similarity_settings
+from .similarity_settings import POOLINGS, check_similarity_settings, pooled_width
 
 
 
@@ -59,10 +59,11 @@ def pool_functions(hidden: Tensor, owner: Tensor, count: int, pooling: str = "me
         owner: (rows, length) the function each position belongs to, in ``[0, count)``; -1 for padding.
             A function may span several segments (windows of a long function).
         count: number of functions.
-        pooling: ``mean`` (over all the function's tokens) or ``first`` (its first token).
+        pooling: ``mean`` (over all the function's tokens), ``first`` (its first token) or ``mean+max``
+            (the mean and the element-wise maximum over its tokens, side by side).
 
     Returns:
-        (count, width) in float32.
+        (count, width) in float32; (count, 2 * width) for ``mean+max``.
     """
     width = hidden.shape[-1]
     flat = hidden.reshape(-1, width).float()
@@ -78,15 +79,25 @@ def pool_functions(hidden: Tensor, owner: Tensor, count: int, pooling: str = "me
     sums.index_add_(0, owners[real], flat[real])
     tokens = torch.zeros(count, device=hidden.device, dtype=flat.dtype)
     tokens.index_add_(0, owners[real], torch.ones_like(owners[real], dtype=flat.dtype))
-    return sums / tokens.clamp(min=1).unsqueeze(1)
+    mean = sums / tokens.clamp(min=1).unsqueeze(1)
+    if pooling != "mean+max":
+        return mean
+    index = owners[real].unsqueeze(1).expand(-1, width)
+    maxima = torch.zeros(count, width, device=hidden.device, dtype=flat.dtype)  # a function with no tokens: 0
+    maxima = maxima.scatter_reduce(0, index, flat[real], "amax", include_self=False)
+    return torch.cat([mean, maxima], dim=-1)
 
 
 class ProjectionHead(nn.Module):
-    """Pooled states to the search space: linear, GELU, linear (the SimCLR head)."""
+    """Pooled states to the search space: linear, GELU, linear (the SimCLR head).
 
-    def __init__(self, hidden_dimensions: int, projection_size: int):
+    ``input_dimensions`` is the pooled width (twice the encoder's for ``mean+max``); the hidden layer has the
+    encoder's width.
+    """
+
+    def __init__(self, hidden_dimensions: int, projection_size: int, input_dimensions: Optional[int] = None):
         super().__init__()
-        self.transform = nn.Linear(hidden_dimensions, hidden_dimensions)
+        self.transform = nn.Linear(input_dimensions or hidden_dimensions, hidden_dimensions)
         self.activation = nn.GELU()
         self.project = nn.Linear(hidden_dimensions, projection_size)
 
@@ -103,7 +114,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
             :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         temperature: InfoNCE temperature (> 0).
         projection_size: width of the search embeddings.
-        pooling: ``mean`` or ``first``.
+        pooling: ``mean``, ``first`` or ``mean+max`` (:func:`pool_functions`).
         pool: validation pool size for ``val/mrr`` and ``val/recall@1``.
         entry_weight: the share of the loss given to each function's entry (its first window) as a view of
             its own: ``(1 - w) * InfoNCE(whole) + w * InfoNCE(entry)``; 0 trains the whole function only.
@@ -156,7 +167,8 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
             sequence_length=sequence_length, heads=heads, intermediate_dimensions=intermediate_dimensions,
             next_token_id=next_token_id, dropout=dropout, eps=eps, attention_dropout=attention_dropout,
         )
-        self.projection = ProjectionHead(hidden_dimensions, projection_size)
+        self.projection = ProjectionHead(hidden_dimensions, projection_size,
+                                         pooled_width(hidden_dimensions, pooling))
         self._validation: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

@@ -6,7 +6,12 @@ from typing import Optional
 
 from .configuration import check_fraction, check_probability
 
-POOLINGS = ("mean", "first")
+POOLINGS = ("mean", "first", "mean+max")
+
+
+def pooled_width(hidden_dimensions: int, pooling: str) -> int:
+    """Width of a pooled vector: ``mean+max`` puts the two poolings side by side."""
+    return 2 * hidden_dimensions if pooling == "mean+max" else hidden_dimensions
 
 
 def check_similarity_settings(temperature: float, projection_size: int, pooling: str, pool: int,

@@ -33,7 +33,7 @@ class SimilarityTask(Task):
     Arguments:
         temperature: InfoNCE temperature.
         projection_size: width of the search embeddings.
-        pooling: ``mean`` or ``first``.
+        pooling: ``mean``, ``first`` or ``mean+max``.
         pool: validation pool size (``val/mrr`` at this pool).
         entry_weight: the loss's share for each function's first window as a view of its own (0: none).
         dropout: the encoder's dropout while fine-tuning (None: the pretrained run's, or ``model.dropout``
