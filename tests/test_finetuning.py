@@ -259,7 +259,7 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
 def ddp_run(pairs, trained_run, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finetuned") / "run"
     result = run_train(*finetune_overrides(pairs, trained_run, steps=4), "trainer=ddp_cpu", "data.batch_size=4",
-                       "logger=csv", f"hydra.run.dir={run_dir}")
+                       "task.pooling=mean+max", "logger=csv", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TF-IDF" in result.stdout
     return run_dir
@@ -283,6 +283,17 @@ def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs,
     systems = json.loads((ddp_run / "similarity.json").read_text())["comparisons"]["O0-O3 (gcc)"]["systems"]
     assert list(systems) == ["model", "pretrained", "untrained", "tf-idf", "model+tf-idf"]
     assert systems["model"]["32"]["mrr"] != systems["pretrained"]["32"]["mrr"]
+    assert "is ignored" not in result.stderr  # each encoder embeds with its own pooling, unasked
+
+
+def test_a_fine_tuned_run_embeds_with_the_pooling_it_was_trained_with(ddp_run, capsys):
+    from undertale.embedding import FunctionEncoder
+
+    encoder = FunctionEncoder.from_run(ddp_run)
+    assert encoder.pooling == "mean+max" and capsys.readouterr().err == ""
+    assert encoder.embed(["push rbp [NEXT] ret"]).shape == (1, 2 * 128)          # all+first: two unit vectors
+    assert FunctionEncoder.from_run(ddp_run, pooling="first").pooling == "mean+max"
+    assert "was fine-tuned with mean+max pooling; pooling=first is ignored" in capsys.readouterr().err
 
 
 def test_a_fine_tuning_run_resumes_where_it_stopped(ddp_run, tmp_path):

@@ -146,6 +146,7 @@ def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tm
     assert vectors.shape == (len(table["name"]), 256) and np.isfinite(vectors).all()  # windows=all+first
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert "embed:" in result.stdout and str(output) in result.stdout and "windows=all+first" in result.stdout
+    assert "(mean pooling" in result.stdout                                   # a pretraining run: mean by default
 
 
 def test_long_functions_are_embedded_by_windows(trained_run):
@@ -220,6 +221,8 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     (["output=x.parquet", "paths=[/usr/bin/true]"], "run=<run directory> is required"),
     (["output=x.parquet", "paths=[/usr/bin/true]", "windows=last", "run={run}"],
      "windows must be one of all, first, all+first, got 'last'"),
+    (["output=x.parquet", "paths=[/usr/bin/true]", "pooling=max", "run={run}"],
+     "pooling must be one of mean, first, mean+max, got 'max'"),
 ])
 def test_embed_bad_input_is_one_line(arguments, message, trained_run):
     arguments = [argument.format(run=trained_run) for argument in arguments]

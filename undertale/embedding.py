@@ -78,7 +78,7 @@ class FunctionEncoder:
         self.projection = None if projection is None else projection.to(self.device).eval()
 
     @classmethod
-    def from_run(cls, run: str | Path, pooling: str = "mean", batch_size: int = 64,
+    def from_run(cls, run: str | Path, pooling: Optional[str] = None, batch_size: int = 64,
                  device: Optional[torch.device] = None, untrained: bool = False, seed: int = 0,
                  windows: str = DEFAULT_WINDOWS) -> "FunctionEncoder":
         """The encoder of a run directory's last intact checkpoint, with the run's tokenizer.
@@ -86,6 +86,8 @@ class FunctionEncoder:
         A fine-tuned similarity run (``task=similarity``) embeds with its projection head and its own pooling.
 
         Arguments:
+            pooling: None for the run's own (a fine-tuned run's ``task.pooling``; ``mean`` for a pretraining
+                run); a fine-tuned run ignores any other, with a note.
             untrained: the same architecture with freshly initialised weights (seeded), as a baseline.
 
         Raises:
@@ -107,10 +109,11 @@ class FunctionEncoder:
         tokenizer = load_tokenizer(directory.tokenizer, model.hparams.sequence_length)
         projection = getattr(model, "projection", None)
         if projection is not None:  # a similarity model searches with the pooling it was trained with
-            if pooling != model.hparams.pooling:
+            if pooling not in (None, model.hparams.pooling):
                 print(f"note: {directory.path} was fine-tuned with {model.hparams.pooling} pooling; "
                       f"pooling={pooling} is ignored", file=sys.stderr)
             pooling = model.hparams.pooling
+        pooling = pooling or "mean"
         return cls(model.encoder, tokenizer, pooling, batch_size, device, projection, windows)
 
     def windows(self, text: str) -> list[list[int]]:

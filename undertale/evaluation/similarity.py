@@ -295,7 +295,7 @@ def main(cfg) -> int:
     run = RunDirectory(run_value)
     split = cfg.get("split") or "test"
     try:
-        encoder_settings = {"pooling": cfg.get("pooling") or "mean", "windows": cfg.get("windows") or DEFAULT_WINDOWS}
+        encoder_settings = {"pooling": cfg.get("pooling"), "windows": cfg.get("windows") or DEFAULT_WINDOWS}
         model = FunctionEncoder.from_run(run.path, **encoder_settings)
         untrained = FunctionEncoder.from_run(run.path, untrained=True, seed=int(cfg.get("seed") or 0),
                                              **encoder_settings)
