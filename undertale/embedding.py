@@ -34,6 +34,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from .data.tokenizer import PAD, load_tokenizer
+from .models.pooling import pool_functions
 from .models.similarity_settings import POOLINGS, pooled_width
 from .runs import RunDirectory
 
@@ -178,15 +179,9 @@ class FunctionEncoder:
         return vectors
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-        if self.pooling == "first":
-            pooled = hidden[:, 0]
-        else:
-            real = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
-            if self.pooling == "mean+max":
-                maxima = hidden.masked_fill(real == 0, float("-inf")).amax(1)
-                pooled = torch.cat([pooled, maxima], dim=-1)
-        return pooled.float().cpu().numpy()
+        """One vector per window (row), pooled as in training: :func:`~undertale.models.pooling.pool_functions`."""
+        rows = torch.arange(len(hidden), device=mask.device).unsqueeze(1)
+        return pool_functions(hidden, torch.where(mask.bool(), rows, -1), len(hidden), self.pooling).cpu().numpy()
 
 
 def search_vectors(whole: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
