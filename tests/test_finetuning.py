@@ -86,6 +86,61 @@ def test_a_batch_never_holds_a_group_twice_and_pairs_two_different_variants(neig
     assert not torch.equal(next(iter(dataset))["tokens"], full[0]), "each epoch pairs other groups"
 
 
+def test_more_variants_per_group_make_blocks_of_the_same_groups_with_distinct_variants_first():
+    rng = np.random.default_rng(1)
+    variants = [[[group * 10 + variant] * 3 for variant in range(rng.integers(2, 5))] for group in range(40)]
+    dataset = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0, variants_per_group=4)
+    repeats = 0
+    for batch in dataset:
+        owner, tokens, chosen = batch["owner"], batch["tokens"], batch["variant"]
+        first = [int(tokens[owner == index][0]) for index in range(int(batch["functions"]))]
+        assert len(first) == 32 and chosen.shape == (4, 8)
+        blocks = np.array(first).reshape(4, 8)
+        assert (blocks // 10 == blocks[0] // 10).all(), "each block holds the same 8 groups, in the same order"
+        assert np.array_equal(blocks % 10, chosen.numpy()), "variant names the variant each function is"
+        for column in range(8):
+            count = len(variants[blocks[0, column] // 10])
+            picked = chosen[:, column].tolist()
+            assert len(set(picked[:min(4, count)])) == min(4, count), "all different as far as the group has them"
+            repeats += 4 - len(set(picked))
+    assert repeats > 0, "groups of 2 or 3 variants repeat some"
+    two = GroupPairsDataset(variants, groups_per_batch=8, length=16, pad_id=0)
+    assert next(iter(two))["variant"].shape == (2, 8)
+    with pytest.raises(ValueError, match="variants_per_group must be >= 2"):
+        GroupPairsDataset(variants, 8, 16, 0, variants_per_group=1)
+
+
+def test_the_loss_of_more_variants_is_the_mean_over_every_two_blocks_without_repeats():
+    torch.manual_seed(0)
+    model = InstructionTraceTransformerEncoderForSimilarity(depth=1, hidden_dimensions=16, vocab_size=50,
+                                                            sequence_length=16, heads=2, intermediate_dimensions=32,
+                                                            next_token_id=5, dropout=0.0, eps=1e-12, temperature=0.1)
+    embeddings = F.normalize(torch.randn(12, 8), dim=-1)                       # 3 blocks of 4 groups
+    a, b, c = embeddings[:4], embeddings[4:8], embeddings[8:]
+    variant = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0], [2, 0, 3, 0]])          # group 1: c repeats a; group 3: c repeats b
+    loss, accuracy, candidates = model._contrast(embeddings, variant)
+    keep_ac, keep_bc = torch.tensor([True, False, True, True]), torch.tensor([True, True, True, False])
+    expected = (info_nce(a, b, 0.1) + info_nce(a, c, 0.1, keep=keep_ac) + info_nce(b, c, 0.1, keep=keep_bc)) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and candidates == 4.0
+    assert model._contrast(embeddings[:8], variant[:2])[0].item() == pytest.approx(info_nce(a, b, 0.1).item())
+    assert model._contrast(embeddings[:8])[0].item() == pytest.approx(info_nce(a, b, 0.1).item())
+    # a row left out is a query no more, but still a candidate for the others
+    rows = [0, 2, 3]
+    forward = F.cross_entropy(a[rows] @ c.T / 0.1, torch.tensor(rows))
+    backward = F.cross_entropy(c[rows] @ a.T / 0.1, torch.tensor(rows))
+    assert info_nce(a, c, 0.1, keep=keep_ac).item() == pytest.approx(((forward + backward) / 2).item(), rel=1e-6)
+    # a training step on batches of four variants, with the entry view
+    groups = [[list(rng_ids) for rng_ids in np.random.default_rng(group).integers(6, 50, (count, 20))]
+              for group, count in enumerate([4, 2, 3, 4] * 4)]
+    model.hparams.entry_weight = 0.5
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)
+    batches = GroupPairsDataset(groups, groups_per_batch=8, length=16, pad_id=0, variants_per_group=4)
+    trainer.fit(model.train(), train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    assert trainer.global_step == 2 and math.isfinite(logged["train/loss"]) and logged["train/candidates"] == 8
+
+
 def test_packed_rows_keep_each_function_and_pooling_matches_one_function_per_row():
     functions = [list(range(1, 40)), list(range(50, 55)), list(range(60, 130)), [7]]
     packed = pack_functions(functions, 32, pad_id=0, packing=True)
@@ -241,6 +296,8 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         "data.batch_size=100000": "lower data.batch_size",
         "data.compilers=[clang]": "data.compilers holds 'clang'",
         "data.neighbour_batches=2": "neighbour_batches must be within [0, 1]",
+        "data.variants_per_group=1": "variants_per_group must be an integer >= 2, got 1",
+        "data.variants_per_group=3": "data.variants_per_group=3, but a group has at most 2 variants",
         "task.entry_weight=1.5": "entry_weight must be within [0, 1], got 1.5",
     }
     for override, message in cases.items():

@@ -29,7 +29,10 @@ class PairsDataConfig:
         levels: the levels a training pair is drawn from: two different ones of each group, at random.
         validation_levels: query level and partner level of the validation search (``val/mrr``).
         compilers: compilers to use (None: every compiler of the build).
-        batch_size: groups per batch and rank (each gives two functions).
+        batch_size: groups per batch and rank (each gives ``variants_per_group`` functions).
+        variants_per_group: variants of each group in a batch (2: a pair). More: every two of a group's variants
+            make a pair, and the loss is the mean of their InfoNCE losses (4 with four levels: -O0 meets -O3 in
+            every group of every batch). A group with fewer variants repeats some, without loss on a repeat.
         min_instructions: functions shorter than this at any level are left out (as in the benchmark).
         max_tokens: a function's first tokens kept (cut into windows of the model's sequence length).
         packing: several windows per row, so no step computes on padding.
@@ -56,6 +59,7 @@ class PairsDataConfig:
     seed: int = 0
     pin_memory: Optional[bool] = None
     neighbour_batches: float = 0.0
+    variants_per_group: int = 2
 
     def __post_init__(self) -> None:
         if not self.pairs:
@@ -75,7 +79,7 @@ class PairsDataConfig:
                              f"got {list(self.validation_levels)}")
         if isinstance(self.compilers, str):
             object.__setattr__(self, "compilers", (self.compilers,))
-        for name, low in (("batch_size", 2), ("min_instructions", 0), ("max_tokens", 1), ("num_workers", 0),
+        for name, low in (("batch_size", 2), ("variants_per_group", 2), ("min_instructions", 0), ("max_tokens", 1), ("num_workers", 0),
                           ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -104,6 +108,11 @@ class PairsDataConfig:
         if unknown:
             raise ValueError(f"data.compilers holds {unknown[0]!r}; data.pairs={self.pairs} was built with "
                              f"{', '.join(manifest['compilers'])}")
+        kinds = len(self.levels) * len(self.compilers or manifest["compilers"])
+        if self.variants_per_group > kinds:
+            raise ValueError(f"data.variants_per_group={self.variants_per_group}, but a group has at most {kinds} variants "
+                             f"({len(self.levels)} level(s) x {len(self.compilers or manifest['compilers'])} compiler(s)); "
+                             f"set it to {kinds} or less")
         groups = self.training_groups()
         if groups < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} groups, but the train split of data.pairs={self.pairs} "
@@ -133,5 +142,5 @@ class PairsDataConfig:
             levels=self.levels, validation_levels=self.validation_levels, compilers=self.compilers,
             min_instructions=self.min_instructions, max_tokens=self.max_tokens, packing=self.packing,
             num_workers=self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
-            neighbour_batches=float(self.neighbour_batches),
+            neighbour_batches=float(self.neighbour_batches), variants_per_group=self.variants_per_group,
         )

@@ -6,9 +6,12 @@ epoch, across every rank and loader worker, and never twice in a batch. A
 fraction of the batches (``neighbours``) may instead be runs of consecutive
 groups in name order (functions of one source file, mostly): harder in-batch
 negatives, such as the near-identical functions a library repeats. For
-each group two different variants (levels, or compilers) are drawn at random.
-A batch is the ``K`` ``a`` variants followed by the ``K`` ``b`` variants,
-packed into rows (see :func:`pack_functions`).
+each group ``V`` variants (levels, or compilers; 2 by default) are drawn at
+random, all different as far as the group has them. A batch is ``V`` blocks
+of ``K`` functions (block ``v`` holds each group's ``v``-th variant), packed
+into rows (see :func:`pack_functions`); ``variant`` (``V``, ``K``) says which
+variant of its group each one is, so that a repeated variant is not taken for
+a pair.
 
 Validation: every pair of the validation split at ``validation_levels``
 (query, partner), both sides embedded; the module ranks them in pools.
@@ -82,7 +85,7 @@ def _consumer() -> tuple[int, int]:
 
 
 class GroupPairsDataset(IterableDataset):
-    """Training batches: ``K`` distinct groups, two different variants of each.
+    """Training batches: ``K`` distinct groups, ``V`` variants of each (two different ones at least).
 
     Arguments:
         variants: per group, the token ids of each of its variants (at least two).
@@ -93,10 +96,14 @@ class GroupPairsDataset(IterableDataset):
         seed: the epoch is added to it.
         neighbours: the fraction of batches made of consecutive groups (``variants`` in group-name order).
         rank, world_size: this DDP rank; ranks take every ``world_size``-th batch.
+        variants_per_group: ``V`` (>= 2). A group with fewer variants repeats some of them.
     """
 
     def __init__(self, variants: Sequence[Sequence[Sequence[int]]], groups_per_batch: int, length: int, pad_id: int,
-                 packing: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, neighbours: float = 0.0):
+                 packing: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, neighbours: float = 0.0,
+                 variants_per_group: int = 2):
+        if variants_per_group < 2:
+            raise ValueError(f"variants_per_group must be >= 2, got {variants_per_group}")
         self.variants = variants
         self.groups_per_batch = groups_per_batch
         self.length = length
@@ -106,6 +113,7 @@ class GroupPairsDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.neighbours = neighbours
+        self.variants_per_group = variants_per_group
         self.epoch = 0
         self.skip = 0
 
@@ -137,14 +145,18 @@ class GroupPairsDataset(IterableDataset):
         return batches[rng.permutation(total)][self.rank::self.world_size]
 
     def make_batch(self, groups: np.ndarray, index: int) -> dict:
-        """Two different variants of each group, drawn with a seed of their own (the same on a resumed run)."""
+        """``V`` variants of each group, drawn with a seed of their own (the same on a resumed run)."""
         rng = np.random.default_rng((self.seed, self.epoch, self.rank, index))
-        first, second = [], []
-        for group in groups:
-            a, b = rng.choice(len(self.variants[group]), size=2, replace=False)
-            first.append(self.variants[group][a])
-            second.append(self.variants[group][b])
-        return pack_functions(first + second, self.length, self.pad_id, self.packing)
+        views = self.variants_per_group
+        chosen = np.empty((views, len(groups)), dtype=np.int64)
+        for column, group in enumerate(groups):
+            count = len(self.variants[group])
+            distinct = rng.choice(count, size=min(views, count), replace=False)
+            if len(distinct) < views:  # a group with fewer variants than V: repeat some (they pair with no loss)
+                distinct = np.concatenate([distinct, rng.choice(distinct, size=views - len(distinct))])
+            chosen[:, column] = distinct
+        functions = [self.variants[group][variant] for row in chosen for group, variant in zip(groups, row)]
+        return {**pack_functions(functions, self.length, self.pad_id, self.packing), "variant": chosen}
 
     def __iter__(self) -> Iterator[dict]:
         # read the skip now: the loader clears it as soon as the pass has started (workers hold a copy)
@@ -210,7 +222,7 @@ class PairsDataModule(EpochDataModule):
                  levels: Sequence[str] = ("O0", "O1", "O2", "O3"), validation_levels: Sequence[str] = ("O0", "O3"),
                  compilers: Optional[Sequence[str]] = None, min_instructions: int = 5, max_tokens: int = 512,
                  packing: bool = True, num_workers: int = 0, seed: int = 0, pin_memory: Optional[bool] = None,
-                 neighbour_batches: float = 0.0):
+                 neighbour_batches: float = 0.0, variants_per_group: int = 2):
         super().__init__()
         self.directory = Path(directory)
         self.tokenizer_path = tokenizer
@@ -225,6 +237,7 @@ class PairsDataModule(EpochDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.neighbour_batches = neighbour_batches
+        self.variants_per_group = variants_per_group
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_dataset: Optional[GroupPairsDataset] = None
         self.val_dataset: Optional[ValidationPairsDataset] = None
@@ -280,7 +293,8 @@ class PairsDataModule(EpochDataModule):
                     "lower data.batch_size or use more projects"
                 )
             self.train_dataset = GroupPairsDataset(groups, self.groups_per_batch, self.length, pad_id, self.packing,
-                                                   self.seed, rank, world, self.neighbour_batches)
+                                                   self.seed, rank, world, self.neighbour_batches,
+                                                   self.variants_per_group)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             queries, partners = self.validation_pairs()
             if len(queries) < 2:

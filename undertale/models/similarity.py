@@ -4,7 +4,9 @@ A training batch holds ``K`` groups (source functions) with two variants each
 (say ``-O0`` and ``-O3``). Each variant is embedded (the encoder's states
 pooled over the function's tokens, then projected and scaled to unit length),
 and each ``a`` variant must pick its own ``b`` among every ``b`` in the batch,
-and the other way round: the other groups are the negatives. Under DDP the
+and the other way round: the other groups are the negatives. With ``V > 2``
+variants per group, every two of the ``V`` blocks make such a pair, and the
+loss is the mean over the pairs. Under DDP the
 embeddings of every rank are gathered (with gradients), so a query meets
 ``world_size x K`` candidates.
 
@@ -15,6 +17,7 @@ Validation embeds the validation pairs (query level vs partner level) and logs
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning
@@ -32,7 +35,7 @@ from .similarity_settings import POOLINGS, check_similarity_settings, pooled_wid
 
 
 def info_nce(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tensor] = None,
-             b_all: Optional[Tensor] = None, offset: int = 0) -> Tensor:
+             b_all: Optional[Tensor] = None, offset: int = 0, keep: Optional[Tensor] = None) -> Tensor:
     """Symmetric InfoNCE: ``a[i]`` must find ``b[i]`` among ``b_all``, and ``b[i]`` find ``a[i]`` among ``a_all``.
 
     Arguments:
@@ -40,13 +43,16 @@ def info_nce(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tensor] =
         temperature: divides the cosine similarities (> 0).
         a_all, b_all: (N, d) the embeddings of every rank (default: ``a`` and ``b``).
         offset: where this rank's K rows start within ``a_all``/``b_all``.
+        keep: (K,) bool, the rows that count as queries (default: all); the others stay candidates.
 
     Returns:
-        The mean of the two cross-entropies.
+        The mean of the two cross-entropies (over the kept rows).
     """
     a_all = a if a_all is None else a_all
     b_all = b if b_all is None else b_all
     labels = torch.arange(a.shape[0], device=a.device) + offset
+    if keep is not None:
+        labels = labels.masked_fill(~keep, -100)  # cross_entropy's ignore_index
     forward = F.cross_entropy((a @ b_all.T).float() / temperature, labels)
     backward = F.cross_entropy((b @ a_all.T).float() / temperature, labels)
     return (forward + backward) / 2
@@ -88,7 +94,9 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
     A batch holds ``tokens`` and ``mask`` (packed rows: ``mask`` names the segment),
     ``owner`` (the function of each position, -1 for padding) and ``functions``
     (their number), and ``entry`` (True in each function's first window); training
-    batches put the ``a`` variants first and the ``b`` variants second; validation
+    batches put the ``a`` variants first and the ``b`` variants second, or hold
+    ``V`` such blocks and ``variant`` (``V``, ``K``: each function's variant
+    within its group); validation
     batches add ``pair`` and ``side`` per function. Validation searches with the
     vector ``embed.py`` writes by default (``windows=all+first``): the whole and
     entry embeddings side by side, scaled to unit length.
@@ -153,7 +161,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         return F.normalize(self.projection(pooled).float(), dim=-1)
 
     def _gather(self, embeddings: Tensor) -> Tensor:
-        if self.trainer is None or self.trainer.world_size == 1:
+        if self._trainer is None or self._trainer.world_size == 1:
             return embeddings
         gathered = self.all_gather(embeddings, sync_grads=True)  # (world, K, d)
         return gathered.reshape(-1, embeddings.shape[-1])
@@ -161,9 +169,10 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         weight = float(self.hparams.entry_weight)
         whole, entry = self.views(batch, entry=weight > 0)
-        loss, accuracy, candidates = self._contrast(whole)
+        variant = batch.get("variant")
+        loss, accuracy, candidates = self._contrast(whole, variant)
         if entry is not None:
-            entry_loss, _, _ = self._contrast(entry)
+            entry_loss, _, _ = self._contrast(entry, variant)
             self.log_dict({"train/whole_loss": loss, "train/entry_loss": entry_loss})
             loss = (1 - weight) * loss + weight * entry_loss
         self.log("train/loss", loss, prog_bar=True)
@@ -172,16 +181,29 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
-    def _contrast(self, embeddings: Tensor) -> tuple[Tensor, Tensor, float]:
-        """InfoNCE of a batch's ``a`` half against its ``b`` half (negatives from every rank), top-1 accuracy."""
-        groups = embeddings.shape[0] // 2
-        a, b = embeddings[:groups], embeddings[groups:]
-        a_all, b_all = self._gather(a), self._gather(b)
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        loss = info_nce(a, b, self.hparams.temperature, a_all, b_all, offset=rank * groups)
-        with torch.no_grad():
-            accuracy = ((a @ b_all.T).argmax(-1) == torch.arange(groups, device=a.device) + rank * groups).float().mean()
-        return loss, accuracy, float(b_all.shape[0])
+    def _contrast(self, embeddings: Tensor, variant: Optional[Tensor] = None) -> tuple[Tensor, Tensor, float]:
+        """InfoNCE between every two of the batch's ``V`` blocks (negatives from every rank), averaged; top-1 accuracy.
+
+        ``variant`` (``V``, ``K``) names each function's variant within its group (None: two blocks of
+        different variants); a group's repeated variant is no query in that pair.
+        """
+        views = 2 if variant is None else variant.shape[0]
+        groups = embeddings.shape[0] // views
+        blocks = embeddings.reshape(views, groups, -1)
+        gathered = [self._gather(block) for block in blocks]
+        rank = self._trainer.global_rank if self._trainer is not None else 0
+        labels = torch.arange(groups, device=embeddings.device) + rank * groups
+        losses, accuracies = [], []
+        for i, j in itertools.combinations(range(views), 2):
+            keep = None if variant is None else variant[i] != variant[j]
+            if keep is not None and not bool(keep.any()):
+                continue
+            losses.append(info_nce(blocks[i], blocks[j], self.hparams.temperature, gathered[i], gathered[j],
+                                   offset=rank * groups, keep=keep))
+            with torch.no_grad():
+                hits = (blocks[i] @ gathered[j].T).argmax(-1) == labels
+                accuracies.append(hits[keep].float().mean() if keep is not None else hits.float().mean())
+        return torch.stack(losses).mean(), torch.stack(accuracies).mean(), float(gathered[0].shape[0])
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._validation.append((search_vectors(*self.views(batch)).detach(), batch["pair"], batch["side"]))
