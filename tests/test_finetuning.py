@@ -117,7 +117,7 @@ def test_the_loss_of_more_variants_is_the_mean_over_every_two_blocks_without_rep
                                                             next_token_id=5, dropout=0.0, eps=1e-12, temperature=0.1)
     embeddings = F.normalize(torch.randn(12, 8), dim=-1)                       # 3 blocks of 4 groups
     a, b, c = embeddings[:4], embeddings[4:8], embeddings[8:]
-    variant = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0], [2, 0, 3, 0]])          # group 1: c repeats a; group 3: c repeats b
+    variant = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0], [2, 0, 3, 0]])   # group 1: c repeats a; group 3: c repeats b
     loss, accuracy, candidates = model._contrast(embeddings, variant)
     keep_ac, keep_bc = torch.tensor([True, False, True, True]), torch.tensor([True, True, True, False])
     expected = (info_nce(a, b, 0.1) + info_nce(a, c, 0.1, keep=keep_ac) + info_nce(b, c, 0.1, keep=keep_bc)) / 3

@@ -79,8 +79,8 @@ class PairsDataConfig:
                              f"got {list(self.validation_levels)}")
         if isinstance(self.compilers, str):
             object.__setattr__(self, "compilers", (self.compilers,))
-        for name, low in (("batch_size", 2), ("variants_per_group", 2), ("min_instructions", 0), ("max_tokens", 1), ("num_workers", 0),
-                          ("seed", 0)):
+        for name, low in (("batch_size", 2), ("variants_per_group", 2), ("min_instructions", 0), ("max_tokens", 1),
+                          ("num_workers", 0), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -108,11 +108,11 @@ class PairsDataConfig:
         if unknown:
             raise ValueError(f"data.compilers holds {unknown[0]!r}; data.pairs={self.pairs} was built with "
                              f"{', '.join(manifest['compilers'])}")
-        kinds = len(self.levels) * len(self.compilers or manifest["compilers"])
+        compilers = len(self.compilers or manifest["compilers"])
+        kinds = len(self.levels) * compilers
         if self.variants_per_group > kinds:
-            raise ValueError(f"data.variants_per_group={self.variants_per_group}, but a group has at most {kinds} variants "
-                             f"({len(self.levels)} level(s) x {len(self.compilers or manifest['compilers'])} compiler(s)); "
-                             f"set it to {kinds} or less")
+            raise ValueError(f"data.variants_per_group={self.variants_per_group}, but a group has at most {kinds} "
+                             f"variants ({len(self.levels)} level(s) x {compilers} compiler(s)); set it to {kinds} or less")
         groups = self.training_groups()
         if groups < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} groups, but the train split of data.pairs={self.pairs} "
