@@ -120,8 +120,28 @@ def test_the_loss_of_more_variants_is_the_mean_over_every_two_blocks_without_rep
     variant = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0], [2, 0, 3, 0]])   # group 1: c repeats a; group 3: c repeats b
     loss, accuracy, candidates = model._contrast(embeddings, variant)
     keep_ac, keep_bc = torch.tensor([True, False, True, True]), torch.tensor([True, True, True, False])
-    expected = (info_nce(a, b, 0.1) + info_nce(a, c, 0.1, keep=keep_ac) + info_nce(b, c, 0.1, keep=keep_bc)) / 3
+    # the mean over every kept query: 4 of a-b, 3 of a-c, 3 of b-c
+    expected = (4 * info_nce(a, b, 0.1) + 3 * info_nce(a, c, 0.1, keep=keep_ac)
+                + 3 * info_nce(b, c, 0.1, keep=keep_bc)) / 10
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and candidates == 4.0
+    assert info_nce(a, c, 0.1, keep=torch.zeros(4, dtype=torch.bool)).item() == 0.0  # nothing kept: no NaN
+
+    class OtherRank:  # rank 1 of 2; all_gather puts the other rank's rows first
+        world_size, global_rank = 2, 1
+    far = F.normalize(torch.randn(4, 8), dim=-1)
+    model._trainer = OtherRank()
+    model.all_gather = lambda tensor, sync_grads: torch.stack([far, tensor])
+    try:
+        gathered_loss, _, gathered_candidates = model._contrast(embeddings, variant)
+    finally:
+        model._trainer = None
+        del model.all_gather
+
+    def ranked(x, y, keep=None):
+        return info_nce(x, y, 0.1, torch.cat([far, x]), torch.cat([far, y]), offset=4, keep=keep)
+    expected = (4 * ranked(a, b) + 3 * ranked(a, c, keep_ac) + 3 * ranked(b, c, keep_bc)) / 10
+    assert gathered_candidates == 8.0 and gathered_loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert gathered_loss.item() > loss.item(), "the other rank's rows are negatives of every block"
     assert model._contrast(embeddings[:8], variant[:2])[0].item() == pytest.approx(info_nce(a, b, 0.1).item())
     assert model._contrast(embeddings[:8])[0].item() == pytest.approx(info_nce(a, b, 0.1).item())
     # a row left out is a query no more, but still a candidate for the others

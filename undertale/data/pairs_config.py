@@ -31,7 +31,7 @@ class PairsDataConfig:
         compilers: compilers to use (None: every compiler of the build).
         batch_size: groups per batch and rank (each gives ``variants_per_group`` functions).
         variants_per_group: variants of each group in a batch (2: a pair). More: every two of a group's variants
-            make a pair, and the loss is the mean of their InfoNCE losses (4 with four levels: -O0 meets -O3 in
+            make a pair, and the loss is the mean InfoNCE over all their queries (4 with four levels: -O0 meets -O3 in
             every group of every batch). A group with fewer variants repeats some, without loss on a repeat.
         min_instructions: functions shorter than this at any level are left out (as in the benchmark).
         max_tokens: a function's first tokens kept (cut into windows of the model's sequence length).

@@ -6,7 +6,7 @@ pooled over the function's tokens, then projected and scaled to unit length),
 and each ``a`` variant must pick its own ``b`` among every ``b`` in the batch,
 and the other way round: the other groups are the negatives. With ``V > 2``
 variants per group, every two of the ``V`` blocks make such a pair, and the
-loss is the mean over the pairs. Under DDP the
+loss is the mean over every query of every pair. Under DDP the
 embeddings of every rank are gathered (with gradients), so a query meets
 ``world_size x K`` candidates.
 
@@ -46,15 +46,22 @@ def info_nce(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tensor] =
         keep: (K,) bool, the rows that count as queries (default: all); the others stay candidates.
 
     Returns:
-        The mean of the two cross-entropies (over the kept rows).
+        The mean of the two cross-entropies over the kept rows (0 when none is kept).
     """
+    losses = info_nce_rows(a, b, temperature, a_all, b_all, offset)
+    if keep is None:
+        return losses.mean()
+    return (losses * keep).sum() / keep.sum().clamp(min=1)
+
+
+def info_nce_rows(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tensor] = None,
+                  b_all: Optional[Tensor] = None, offset: int = 0) -> Tensor:
+    """(K,) each row's InfoNCE, the mean of its two directions (the arguments of :func:`info_nce`)."""
     a_all = a if a_all is None else a_all
     b_all = b if b_all is None else b_all
     labels = torch.arange(a.shape[0], device=a.device) + offset
-    if keep is not None:
-        labels = labels.masked_fill(~keep, -100)  # cross_entropy's ignore_index
-    forward = F.cross_entropy((a @ b_all.T).float() / temperature, labels)
-    backward = F.cross_entropy((b @ a_all.T).float() / temperature, labels)
+    forward = F.cross_entropy((a @ b_all.T).float() / temperature, labels, reduction="none")
+    backward = F.cross_entropy((b @ a_all.T).float() / temperature, labels, reduction="none")
     return (forward + backward) / 2
 
 
@@ -182,10 +189,11 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         return loss
 
     def _contrast(self, embeddings: Tensor, variant: Optional[Tensor] = None) -> tuple[Tensor, Tensor, float]:
-        """InfoNCE between every two of the batch's ``V`` blocks (negatives from every rank), averaged; top-1 accuracy.
+        """InfoNCE between every two of the batch's ``V`` blocks (negatives from every rank); top-1 accuracy.
 
         ``variant`` (``V``, ``K``) names each function's variant within its group (None: two blocks of
-        different variants); a group's repeated variant is no query in that pair.
+        different variants). A group's repeated variant is no query in that pair; the loss and the accuracy
+        are the means over every query of every pair (with no host sync, whatever repeats).
         """
         views = 2 if variant is None else variant.shape[0]
         groups = embeddings.shape[0] // views
@@ -193,17 +201,18 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         gathered = [self._gather(block) for block in blocks]
         rank = self._trainer.global_rank if self._trainer is not None else 0
         labels = torch.arange(groups, device=embeddings.device) + rank * groups
-        losses, accuracies = [], []
+        losses, hits, kept = [], [], []
         for i, j in itertools.combinations(range(views), 2):
-            keep = None if variant is None else variant[i] != variant[j]
-            if keep is not None and not bool(keep.any()):
-                continue
-            losses.append(info_nce(blocks[i], blocks[j], self.hparams.temperature, gathered[i], gathered[j],
-                                   offset=rank * groups, keep=keep))
+            losses.append(info_nce_rows(blocks[i], blocks[j], self.hparams.temperature, gathered[i], gathered[j],
+                                        offset=rank * groups))
             with torch.no_grad():
-                hits = (blocks[i] @ gathered[j].T).argmax(-1) == labels
-                accuracies.append(hits[keep].float().mean() if keep is not None else hits.float().mean())
-        return torch.stack(losses).mean(), torch.stack(accuracies).mean(), float(gathered[0].shape[0])
+                hits.append((blocks[i] @ gathered[j].T).argmax(-1) == labels)
+            kept.append(torch.ones_like(labels, dtype=torch.bool) if variant is None else variant[i] != variant[j])
+        keep = torch.cat(kept).float()
+        queries = keep.sum().clamp(min=1)
+        loss = (torch.cat(losses) * keep).sum() / queries
+        accuracy = (torch.cat(hits).float() * keep).sum() / queries
+        return loss, accuracy, float(gathered[0].shape[0])
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._validation.append((search_vectors(*self.views(batch)).detach(), batch["pair"], batch["side"]))
