@@ -5,7 +5,7 @@
 
 Writes one row per function: source, name, address, size, instructions and
 ``vector`` (float32, the model's width). Functions longer than the model's
-sequence length are embedded by windows and averaged (see undertale.embedding).
+sequence length are embedded by windows and averaged (see undertale.inference.embedding).
 """
 
 import sys
@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from undertale.embedding_command import embed_command
+from undertale.inference.embed_command import embed_command
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="embed")

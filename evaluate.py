@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from undertale.config import register_configs
+from undertale.settings.store import register_configs
 from undertale.evaluation.entry import before_hydra, run_task
 
 register_configs()

@@ -16,7 +16,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from undertale.config import register_configs
+from undertale.settings.store import register_configs
 from undertale.training.entry import before_hydra, run_job
 
 register_configs()

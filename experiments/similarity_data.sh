@@ -1001,7 +1001,7 @@ import collections
 import json
 import sys
 
-from undertale.data.pairs import read_pairs
+from undertale.data.pairs.build import read_pairs
 
 output = sys.argv[1]
 manifest = json.load(open(f"{output}/manifest.json"))

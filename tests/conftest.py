@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from undertale.config import register_configs
-from undertale.data.corpus import CorpusOptions
+from undertale.settings.store import register_configs
+from undertale.data.corpus.build import CorpusOptions
 from undertale.data.pipeline import PreparedData, prepare
 
 register_configs()  # the generated config groups (model sizes, optimizer, masking, data), as train.py does
@@ -110,7 +110,7 @@ def generated_pairs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("projects")
     sources = [generated_project(root, name, 60, seed) for seed, name in enumerate(("alpha", "bravo", "charlie"))]
     output = root / "pairs"
-    from undertale.data.pairs import build_pairs
+    from undertale.data.pairs.build import build_pairs
 
     manifest = build_pairs(output, sources, levels=("O0", "O3"), compilers=("gcc",), split=(0.6, 0.4, 0.0),
                            workers=2, progress=False)

@@ -5,7 +5,8 @@ import lightning
 import pytest
 import torch
 
-from undertale.models.optimization import AdamWTraining, OptimizerSettings
+from undertale.models.optimization import AdamWTraining
+from undertale.settings.optimizer import OptimizerSettings
 
 
 class Tiny(AdamWTraining, lightning.LightningModule):
@@ -60,7 +61,7 @@ def test_probes_run_in_the_trainers_precision_as_under_fsdp_mixed_precision(trai
     outside it and failed on an H100 with "mat1 and mat2 must have the same dtype". The same failure
     on CPU: the layers' linear weights in bf16 (CPU's layer norm, unlike the compiled CUDA graph,
     also refuses bf16 weights on float inputs, so the norms stay float32)."""
-    from undertale.inference import find_checkpoint, load_model
+    from undertale.inference.fill_mask import find_checkpoint, load_model
     from undertale.training.callbacks import Probes
 
     model = load_model(find_checkpoint(None, str(trained_run)), torch.device("cpu"))

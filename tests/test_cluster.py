@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from undertale.data.config import DataConfig
-from undertale.data.corpus import CorpusOptions, build_corpus
+from undertale.data.corpus.build import CorpusOptions, build_corpus
 from undertale.training.wandb_offline import read_offline_run
 
 from conftest import ROOT, small

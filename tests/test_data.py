@@ -14,9 +14,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from undertale.data.corpus import CorpusOptions, build_corpus, read_file, split_of
+from undertale.data.corpus.build import CorpusOptions, build_corpus, split_of
+from undertale.data.corpus.read import read_file
 from undertale.data.dataset import TokenizedParquetDataset, batches_already_taken
-from undertale.data.disassembly import disassemble, disassemble_many, normalise
+from undertale.data.corpus.disassembly import disassemble, disassemble_many, normalise
 from undertale.data import disassembly as disassembly_module
 from undertale.data.datamodule import InstructionTraceDataModule
 from undertale.data.encode import tokenized_files
@@ -73,7 +74,7 @@ def test_undecodable_bytes_are_skipped_and_counted_not_truncated():
 
 
 def test_array_decoder_matches_the_python_binding():
-    from undertale.data.elf import file_functions
+    from undertale.data.corpus.elf import file_functions
 
     [(_, architecture, functions)] = list(file_functions("/usr/bin/ls"))
     jobs = [(function.code, function.address) for function in functions]

@@ -14,12 +14,13 @@ from omegaconf import OmegaConf
 
 from undertale.data.tokenizer import NEXT, train_tokenizer
 from undertale.evaluation import entry
-from undertale.evaluation.token_classes import (
+from undertale.metrics.token_classes import (
     CLASSES, MNEMONIC, NEXT as NEXT_CLASS, NUMBER, OTHER, REGISTER, UNKNOWN, classify, target_classes,
     token_class_table,
 )
 from undertale.models.maskedlm import MaskedLMCollator, MaskedLMMetrics
-from undertale.models.masking import MaskingSettings, exclude_ids
+from undertale.models.masking import exclude_ids
+from undertale.settings.masking import MaskingSettings
 from undertale.training.wandb_offline import read_offline_run
 
 from conftest import ROOT

@@ -16,10 +16,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from undertale.data.pairs_dataset import GroupPairsDataset, pack_functions
+from undertale.data.pairs.dataset import GroupPairsDataset, pack_functions
 from undertale.models.similarity import (InstructionTraceTransformerEncoderForSimilarity, info_nce,
                                          load_pretrained_encoder, pool_functions)
-from undertale.runs import RunDirectory
+from undertale.runtime.runs import RunDirectory
 from undertale.training.checks import ConfigError, check_config, compose_command_line
 
 from conftest import ROOT
@@ -208,7 +208,7 @@ def test_the_entry_view_is_each_functions_first_window_and_takes_its_share_of_th
 @pytest.mark.parametrize("pooling", ["mean", "mean+max"])
 def test_validation_searches_with_the_vector_embed_writes(trained_run, pooling):
     from undertale.data.tokenizer import NEXT, PAD, load_tokenizer
-    from undertale.embedding import FunctionEncoder
+    from undertale.inference.embedding import FunctionEncoder
 
     tokenizer = load_tokenizer(trained_run / "tokenizer.json", 32)
     torch.manual_seed(0)
@@ -364,7 +364,7 @@ def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs,
 
 
 def test_a_fine_tuned_run_embeds_with_the_pooling_it_was_trained_with(ddp_run, capsys):
-    from undertale.embedding import FunctionEncoder
+    from undertale.inference.embedding import FunctionEncoder
 
     encoder = FunctionEncoder.from_run(ddp_run)
     assert encoder.pooling == "mean+max" and capsys.readouterr().err == ""

@@ -23,11 +23,11 @@ from undertale.models.maskedlm import (
     InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes,
     MaskedLMCollator,
 )
-from undertale.models.optimization import OptimizerSettings
+from undertale.settings.optimizer import OptimizerSettings
 from undertale.training.callbacks import DataEpoch
-from undertale.config import sizes_of
+from undertale.settings.store import sizes_of
 from undertale.training.checks import check_config
-from undertale.training.errors import ConfigError
+from undertale.runtime.errors import ConfigError
 from undertale.training.wandb_offline import read_offline_run
 
 from conftest import ROOT, SEQUENCE_LENGTH, prepare_small, small
@@ -257,7 +257,7 @@ def test_resumed_training_reads_the_next_unseen_rows(cache, tmp_path):
 
 
 def group_options(group: str) -> list[str]:
-    """A group's options: its YAML files and the nodes generated in Python (undertale.config)."""
+    """A group's options: its YAML files and the nodes generated in Python (undertale.settings.store)."""
     generated = [name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)] if ConfigStore.instance().repo.get(group) else []
     return sorted({path.stem for path in (CONF / group).glob("*.yaml")} | set(generated))
 
@@ -303,7 +303,7 @@ def test_fsdp_wraps_each_encoder_layer_and_refuses_cpu():
     from lightning.pytorch.strategies import FSDPStrategy
 
     from undertale.models.encoder import EncoderLayer
-    from undertale.training.errors import ConfigError
+    from undertale.runtime.errors import ConfigError
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         config = compose("train", overrides=["trainer=fsdp", "model=large", "trainer.strategy.activation_checkpointing=true"])
@@ -321,7 +321,7 @@ def test_fsdp_wraps_each_encoder_layer_and_refuses_cpu():
 def test_plain_sweep_refuses_jobs_that_would_spawn_gpu_ranks(trainer, refused, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
 
-    from undertale.training.errors import RunError
+    from undertale.runtime.errors import RunError
     from undertale.training.run import _check_launch
 
     for name in ("LOCAL_RANK", "SLURM_PROCID"):

@@ -12,7 +12,7 @@ import torch
 
 from undertale.data.datamodule import InstructionTraceDataModule
 from undertale.data.tokenizer import MASK, NEXT, SPECIAL_TOKENS, load_tokenizer, special_ids
-from undertale.inference import forbidden
+from undertale.inference.fill_mask import forbidden
 from undertale.models.maskedlm import (
     InstructionTraceTransformerEncoderForMaskedLM,
     InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes,

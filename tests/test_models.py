@@ -17,7 +17,7 @@ from undertale.models import (
     MaskedLMHead,
 )
 from undertale.models.maskedlm import MaskedLMMetrics, count_parameters, learning_rate_factor
-from undertale.models.optimization import OptimizerSettings
+from undertale.settings.optimizer import OptimizerSettings
 
 VOCAB, MASK, NEXT = 64, 4, 5
 
@@ -369,7 +369,7 @@ def test_compiled_encoder_gives_the_same_losses_without_recompiling():
 
 def test_spec_peaks_tell_the_h100_variants_apart():
     """train/mfu divides by the card's spec peak: the PCIe H100 is not the SXM one."""
-    from undertale.environment import peak_bf16_flops
+    from undertale.runtime.environment import peak_bf16_flops
 
     assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12

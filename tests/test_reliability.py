@@ -15,7 +15,7 @@ import torch
 
 from omegaconf import OmegaConf
 
-from undertale.runs import RunDirectory, checkpoint_problem
+from undertale.runtime.runs import RunDirectory, checkpoint_problem
 from undertale.training.checks import runs_root
 from undertale.training.resume import latest_run
 from undertale.training.checkpointing import AtomicCheckpointIO

@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from undertale.data.pairs import build_pairs
+from undertale.data.pairs.build import build_pairs
 from undertale.evaluation import similarity
-from undertale.evaluation.similarity import HYBRID, Hybrid, Setting, TfIdf, benchmark, ranks, search_scores
+from undertale.evaluation.similarity import HYBRID, Hybrid, Setting, benchmark
+from undertale.metrics.retrieval import ranks, search_scores
+from undertale.metrics.tfidf import TfIdf
 
 from conftest import ROOT
 
@@ -56,8 +58,8 @@ def test_ranks_identical_pairs_score_one_and_shuffled_pairs_score_chance():
 
 
 def test_identical_binaries_give_mrr_one_and_o0_o2_is_harder(pairs, trained_run):
-    from undertale.data.pairs import read_pairs
-    from undertale.embedding import FunctionEncoder
+    from undertale.data.pairs.build import read_pairs
+    from undertale.inference.embedding import FunctionEncoder
 
     rows = read_pairs(pairs, "train").to_pylist()
     same = [row | {"compiler": "copy"} for row in rows if row["level"] == "O2"]
@@ -76,7 +78,7 @@ def test_identical_binaries_give_mrr_one_and_o0_o2_is_harder(pairs, trained_run)
 
 
 def test_benchmark_embeds_each_distinct_function_once_and_scores_each_comparison_as_directly(pairs):
-    from undertale.data.pairs import read_pairs
+    from undertale.data.pairs.build import read_pairs
 
     rows = read_pairs(pairs, "train").to_pylist()
     rows += [row | {"compiler": "copy"} for row in rows if row["level"] == "O2"]  # texts shared by comparisons
@@ -96,7 +98,7 @@ def test_benchmark_embeds_each_distinct_function_once_and_scores_each_comparison
 
 
 def test_hybrid_scores_the_mean_of_the_encoder_and_tfidf_cosines(pairs):
-    from undertale.data.pairs import read_pairs
+    from undertale.data.pairs.build import read_pairs
 
     rows = read_pairs(pairs, "train").to_pylist()
     texts = sorted({row["disassembly"] for row in rows})
@@ -150,7 +152,7 @@ def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tm
 
 
 def test_long_functions_are_embedded_by_windows(trained_run):
-    from undertale.embedding import FunctionEncoder
+    from undertale.inference.embedding import FunctionEncoder
 
     encoder = FunctionEncoder.from_run(trained_run, windows="all")
     long_text = " [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 40)
@@ -162,7 +164,7 @@ def test_long_functions_are_embedded_by_windows(trained_run):
 
 
 def test_windows_all_first_scores_the_mean_of_the_whole_and_entry_cosines(trained_run):
-    from undertale.embedding import FunctionEncoder
+    from undertale.inference.embedding import FunctionEncoder
 
     body = " [NEXT] ".join(["mov rax rbx", "add rax 1", "push rbp", "pop rbp"] * 60)
     tail = " [NEXT] ".join(["xor eax eax", "imul rax rcx", "ret"] * 30)
@@ -203,8 +205,8 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
     assert saved["windows"] == "all+first" and "windows=all+first" in printed
     assert f"{HYBRID}: the mean of the model's and TF-IDF's cosines" in printed
     # the row joins the run's own model (not the untrained encoder) with TF-IDF, on the same pools
-    from undertale.data.pairs import read_pairs
-    from undertale.embedding import FunctionEncoder
+    from undertale.data.pairs.build import read_pairs
+    from undertale.inference.embedding import FunctionEncoder
 
     rows = read_pairs(pairs, "train").to_pylist()
     expected = benchmark(rows, {"model": FunctionEncoder.from_run(trained_run).embed,

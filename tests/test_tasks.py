@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from undertale.config import call_with_offered
+from undertale.settings.store import call_with_offered
 from undertale.training.checks import compose_command_line
 
 from conftest import ROOT

@@ -26,14 +26,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .config import CONF, register_configs, sizes_of
-from .data.config import DataConfig
-from .data.packing import pack_rows
-from .data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
-from .environment import describe_machine, resolve_compile
-from .models.configuration import attention_dropout_of
-from .models.flops import training_flops_per_token
-from .models.maskedlm import MaskedLMCollator
+from undertale.settings.store import CONF, register_configs, sizes_of
+from undertale.data.config import DataConfig
+from undertale.data.packing import pack_rows
+from undertale.data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
+from undertale.runtime.environment import describe_machine, resolve_compile
+from undertale.settings.model import attention_dropout_of
+from undertale.models.flops import training_flops_per_token
+from undertale.models.maskedlm import MaskedLMCollator
 
 MASK_ID, NEXT_ID = SPECIAL_TOKEN_IDS[MASK], SPECIAL_TOKEN_IDS[NEXT]
 
@@ -150,7 +150,7 @@ def corpus_lengths(cfg: DictConfig) -> tuple[np.ndarray, str]:
     """
     import pyarrow.parquet as pq
 
-    from .data.encode import tokenized_files
+    from undertale.data.encode import tokenized_files
 
     data: DataConfig = instantiate(cfg.data, packing=False, _convert_="all")
     prepared = data.prepare(cfg.model.sequence_length, progress=True)
@@ -181,8 +181,8 @@ def padded_and_packed_batches(lengths: np.ndarray, batch: int, length: int, voca
 
 def loader_throughput(cfg: DictConfig, batches: int, packing: bool) -> tuple[float, float]:
     """Tokens/s (all positions, real tokens) the data module delivers with its configured workers."""
-    from .data.tokenizer import load_tokenizer
-    from .models.masking import build_collator
+    from undertale.data.tokenizer import load_tokenizer
+    from undertale.models.masking import build_collator
 
     data: DataConfig = instantiate(cfg.data, packing=packing, pin_memory=False, _convert_="all")
     prepared = data.prepare(cfg.model.sequence_length, progress=False)

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from undertale.data.pairs import read_pairs
+from undertale.data.pairs.build import read_pairs
 from undertale.data.tokenizer import load_tokenizer
 from undertale.models.encoder import InstructionTraceTransformerEncoder
 from undertale.models.optimization import AdamWTraining, OptimizerSettings

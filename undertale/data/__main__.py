@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from .corpus import CorpusOptions, build_corpus
-from .encode import tokenize_corpus
-from .pipeline import training_texts
-from .tokenizer import DEFAULT_MERGES, DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
+from undertale.data.corpus.build import CorpusOptions, build_corpus
+from undertale.data.encode import tokenize_corpus
+from undertale.data.pipeline import training_texts
+from undertale.settings.data import DEFAULT_MERGES
+from undertale.data.tokenizer import DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
 
 
 def _corpus(args: argparse.Namespace) -> None:
@@ -52,13 +53,13 @@ def _tokenize(args: argparse.Namespace) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import run_benchmark
+    from undertale.data.corpus.benchmark import run_benchmark
 
     run_benchmark(args.paths, workers=args.workers, max_files=args.max_files)
 
 
 def _pairs(args: argparse.Namespace) -> None:
-    from .pairs import build_pairs
+    from undertale.data.pairs.build import build_pairs
 
     held_out = {split: names for split, names in (("validation", args.validation_projects), ("test", args.test_projects))
                 if names is not None}

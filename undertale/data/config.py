@@ -1,120 +1,28 @@
-"""The ``data`` settings as one object: where functions come from, how they are prepared, how they are loaded.
+"""``data=system|binaries|parquet``: the data settings, prepared into shards and loaded for a task's collator.
 
 ``python train.py data=...`` instantiates :class:`DataConfig`; :meth:`DataConfig.prepare`
 builds (or reuses) corpus, tokenizer and tokenized shards, and
-:meth:`DataConfig.datamodule` loads them for a task's collator.
+:meth:`DataConfig.datamodule` loads them. The settings and their checks are
+:class:`~undertale.settings.data.DataSettings`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable
 
-if TYPE_CHECKING:  # imported where used, so that checking a config does not load torch and Lightning
-    from .datamodule import InstructionTraceDataModule
-    from .pipeline import PreparedData
-
-from .tokenizer import DEFAULT_MERGES
-
-SOURCES = ("system", "binaries", "parquet")
-CACHE_ENVIRONMENT = "UNDERTALE_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$UNDERTALE_CACHE``, else ``~/.cache/undertale``."""
-    return Path(os.environ.get(CACHE_ENVIRONMENT) or "~/.cache/undertale").expanduser()
+from undertale.data.corpus.build import CorpusOptions
+from undertale.data.datamodule import InstructionTraceDataModule
+from undertale.data.pipeline import PreparedData, prepare
+from undertale.settings.data import DataSettings
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Data source, preparation and loader settings.
+class DataConfig(DataSettings):
+    """:class:`~undertale.settings.data.DataSettings` that prepare and load their data."""
 
-    Arguments:
-        source: ``system`` (this machine's binaries, or ``paths`` to narrow them), ``binaries``
-            (``paths`` required) or ``parquet`` (``directory`` required: disassembly shards, or
-            already tokenized shards together with ``tokenizer``).
-        paths: ELF files, directories or globs.
-        directory: a folder of parquet shards with ``train/`` and ``validation/``.
-        tokenizer: an existing ``tokenizer.json``; None trains one on the corpus (cached).
-        merges: byte-pair budget for numbers when training a tokenizer.
-        tokenizer_functions: functions sampled to train the tokenizer.
-        max_functions: cap on the corpus (None: every function, about 1M on a Debian machine).
-        validation_fraction: share of binaries held out, in [0, 1).
-        workers: disassembly processes (None: all cores), or Dask workers with ``scheduler: local``.
-        scheduler: disassemble, tokenize and pack on Dask (one task per file or shard): ``local`` (a
-            ``LocalCluster``), a scheduler address (``tcp://host:8786``) or a scheduler file (``*.json``);
-            None: this machine's processes. The shards are the same either way.
-        cache_dir: where corpus, tokenizer and tokenized shards are cached (None: ``$UNDERTALE_CACHE``,
-            else ``~/.cache/undertale``).
-        seed: corpus split and shuffling seed.
-        packing: several functions per row, so no step computes on padding.
-        batch_size: rows per batch, per rank.
-        num_workers: loader processes per rank.
-        shuffle_buffer: rows held for shuffling.
-        pin_memory: pin host memory (None: when a GPU is present).
-
-    Raises:
-        ValueError: naming the setting, for an unknown source, a missing ``paths``/``directory``,
-            or a count or fraction out of range.
-    """
-
-    source: str = "system"
-    paths: Optional[Sequence[str]] = None
-    directory: Optional[str] = None
-    tokenizer: Optional[str] = None
-    merges: int = DEFAULT_MERGES
-    tokenizer_functions: int = 50_000
-    max_functions: Optional[int] = 50_000
-    validation_fraction: float = 0.05
-    workers: Optional[int] = None
-    scheduler: Optional[str] = None
-    cache_dir: Optional[str] = None
-    seed: int = 0
-    packing: bool = True
-    batch_size: int = 32
-    num_workers: int = 2
-    shuffle_buffer: int = 8192
-    pin_memory: Optional[bool] = None
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.source == "binaries" and not self.paths:
-            raise ValueError(
-                "paths is required for data=binaries: data.paths=[file,directory,glob,...] "
-                "(data=system reads this machine's binaries)"
-            )
-        if self.source == "parquet" and not self.directory:
-            raise ValueError("directory is required for data=parquet: data.directory=<folder of parquet shards>")
-        if isinstance(self.paths, str):
-            object.__setattr__(self, "paths", [self.paths])
-        for name, low in (("merges", 0), ("tokenizer_functions", 1), ("batch_size", 1), ("num_workers", 0),
-                          ("shuffle_buffer", 1), ("seed", 0)):
-            _check_integer(name, getattr(self, name), low)
-        for name in ("max_functions", "workers"):
-            if getattr(self, name) is not None:
-                _check_integer(name, getattr(self, name), 1)
-        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
-            raise ValueError(f"scheduler must be local, a Dask address or a scheduler file, got {self.scheduler!r}")
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise ValueError(f"validation_fraction must be within [0, 1), got {fraction!r}")
-        for name in ("packing", "pin_memory"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-
-    @property
-    def cache(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
-
-    def prepare(self, sequence_length: int, progress: bool = True) -> "PreparedData":
+    def prepare(self, sequence_length: int, progress: bool = True) -> PreparedData:
         """Corpus, tokenizer and tokenized (and packed) shards for this source; cached, one process builds."""
-        from .corpus import CorpusOptions
-        from .pipeline import prepare
-
         options = CorpusOptions(
             seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions
         )
@@ -134,17 +42,9 @@ class DataConfig:
             scheduler=self.scheduler,
         )
 
-    def datamodule(self, prepared: "PreparedData", collator: Callable) -> "InstructionTraceDataModule":
+    def datamodule(self, prepared: PreparedData, collator: Callable) -> InstructionTraceDataModule:
         """Train and validation loaders over the prepared shards, batches made by ``collator``."""
-        from .datamodule import InstructionTraceDataModule
-
         return InstructionTraceDataModule(
             str(prepared.tokenized), collator, batch_size=self.batch_size, num_workers=self.num_workers,
             seed=self.seed, shuffle_buffer=self.shuffle_buffer, pin_memory=self.pin_memory,
         )
-
-
-def _check_integer(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")

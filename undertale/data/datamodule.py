@@ -9,9 +9,9 @@ import lightning
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import TokenizedParquetDataset
-from .encode import tokenized_files
-from .workers import PreemptibleLoader
+from undertale.data.dataset import TokenizedParquetDataset
+from undertale.data.encode import tokenized_files
+from undertale.data.workers import PreemptibleLoader
 
 
 class EpochLoader(PreemptibleLoader):

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .parquet import matrix, open_parquet
+from undertale.data.parquet import matrix, open_parquet
 
 COLUMNS = ("tokens", "mask")
 

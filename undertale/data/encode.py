@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from .parquet import ROW_GROUP_ROWS, fixed_list, open_parquet, parquet_files
-from .tokenizer import PAD, sequence_length_of
+from undertale.data.parquet import ROW_GROUP_ROWS, fixed_list, open_parquet, parquet_files
+from undertale.data.tokenizer import PAD, sequence_length_of
 
 TEXT_COLUMN = "disassembly"
 BATCH_TOKENS = 1 << 22  # padded positions encoded at once (~4M: about 1 GB of tokenizer output)
@@ -87,7 +87,7 @@ def tokenize_corpus(
     and renamed when whole; an existing output shard is reused.
 
     Arguments:
-        runner: a :class:`~undertale.data.distributed.DaskReader`: one Dask task per shard; None: in this process.
+        runner: a :class:`~undertale.data.corpus.distributed.DaskReader`: one Dask task per shard; None: in this process.
 
     Returns:
         Counts: rows, tokens (non-padding) and seconds.

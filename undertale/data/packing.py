@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .parquet import ROW_GROUP_ROWS, fixed_list, matrix, parquet_files
+from undertale.data.parquet import ROW_GROUP_ROWS, fixed_list, matrix, parquet_files
 
 MAX_SEGMENTS = 127  # segment ids are stored as int8
 # Bump when pack_directory writes different rows for the same tokenized shards: cached packs are rebuilt.
@@ -111,7 +111,7 @@ def pack_directory(source: str | os.PathLike, output: str | os.PathLike, progres
     Shards are written under a temporary name and renamed when whole; existing ones are reused.
 
     Arguments:
-        runner: a :class:`~undertale.data.distributed.DaskReader`: one Dask task per shard; None: in this process.
+        runner: a :class:`~undertale.data.corpus.distributed.DaskReader`: one Dask task per shard; None: in this process.
 
     Returns:
         Counts: functions, packed rows, real tokens and the density (real tokens / positions).

@@ -29,11 +29,12 @@ from typing import Any, Iterator, Optional, Sequence
 
 import pyarrow.parquet as pq
 
-from .corpus import CorpusOptions, build_corpus
-from .encode import TEXT_COLUMN, TOKENIZED_FORMAT, tokenize_corpus
-from .packing import PACKING_FORMAT, pack_directory
-from .parquet import open_parquet, parquet_files
-from .tokenizer import DEFAULT_MERGES, load_tokenizer, train_tokenizer
+from undertale.data.corpus.build import CorpusOptions, build_corpus
+from undertale.data.encode import TEXT_COLUMN, TOKENIZED_FORMAT, tokenize_corpus
+from undertale.data.packing import PACKING_FORMAT, pack_directory
+from undertale.data.parquet import open_parquet, parquet_files
+from undertale.settings.data import DEFAULT_MERGES
+from undertale.data.tokenizer import load_tokenizer, train_tokenizer
 
 COMPLETE = "complete.json"
 LOCK = ".prepare.lock"
@@ -182,7 +183,7 @@ def _runner(dask: tuple[Optional[str], Optional[int]]) -> Iterator[Optional[Any]
     if not scheduler:
         yield None
         return
-    from .distributed import DaskReader
+    from undertale.data.corpus.distributed import DaskReader
 
     runner = DaskReader(scheduler, workers)
     try:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from .parquet import matrix
+from undertale.data.parquet import matrix
 
 
 def token_counts(files: Sequence[Path], vocab_size: int) -> np.ndarray:

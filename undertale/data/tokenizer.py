@@ -15,12 +15,13 @@ from typing import Iterable, Optional
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from undertale.settings.data import DEFAULT_MERGES
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[SEP]", "[CLS]", "[MASK]", "[NEXT]"]
 PAD, UNK, SEP, CLS, MASK, NEXT = SPECIAL_TOKENS
 # A trained tokenizer gives the special tokens the first ids, in this order ([PAD] = 0, ..., [NEXT] = 5).
 SPECIAL_TOKEN_IDS = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 CONTINUATION = "__"
-DEFAULT_MERGES = 4096
 DEFAULT_SEQUENCE_LENGTH = 512
 
 _NUMBER = re.compile(r"^\d+$")

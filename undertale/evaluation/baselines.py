@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from ..data.parquet import matrix
-from .token_classes import CLASSES, position_classes
+from undertale.data.parquet import matrix
+from undertale.metrics.token_classes import CLASSES, position_classes
 
 
 def class_token_counts(files: Sequence[Path], table: Tensor, exclude_ids: Sequence[int] = ()) -> np.ndarray:
@@ -28,7 +28,7 @@ def class_token_counts(files: Sequence[Path], table: Tensor, exclude_ids: Sequen
 
     Arguments:
         files: shards with ``tokens`` and ``mask`` columns.
-        table: the per-id class table (:func:`~undertale.evaluation.token_classes.token_class_table`).
+        table: the per-id class table (:func:`~undertale.metrics.token_classes.token_class_table`).
         exclude_ids: ids never counted (``masking.exclude``: they are never targets).
 
     Returns:

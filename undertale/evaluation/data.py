@@ -16,10 +16,10 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import INTERNAL_KEYS
-from ..data.config import DataConfig
-from ..runs import RunDirectory
-from .errors import EvaluationError
+from undertale.settings.store import INTERNAL_KEYS
+from undertale.data.config import DataConfig
+from undertale.runtime.runs import RunDirectory
+from undertale.evaluation.errors import EvaluationError
 
 SPLITS = ("validation", "train", "all")
 SOURCE_KEYS = ("source", "paths", "directory")
@@ -127,7 +127,7 @@ def split_files(directory: Path, split: str) -> list[Path]:
     Raises:
         EvaluationError: when the split has no shards.
     """
-    from ..data.encode import tokenized_files
+    from undertale.data.encode import tokenized_files
 
     try:
         return tokenized_files(directory) if split == "all" else tokenized_files(directory, split)
@@ -143,10 +143,10 @@ def cached_tokenized(data: DataConfig, tokenizer: Path, sequence_length: int) ->
     Nothing is built: this finds a run's training data when other data is evaluated. None when
     they are not there (or the cache layout is not the one this code knows).
     """
-    from ..data import pipeline
-    from ..data.corpus import CorpusOptions
-    from ..data.encode import TOKENIZED_FORMAT
-    from ..data.tokenizer import load_tokenizer
+    from undertale.data import pipeline
+    from undertale.data.corpus.build import CorpusOptions
+    from undertale.data.encode import TOKENIZED_FORMAT
+    from undertale.data.tokenizer import load_tokenizer
 
     try:
         cache = data.cache

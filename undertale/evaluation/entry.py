@@ -17,9 +17,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import CONF
-from ..training.checks import FLAGS_THAT_SKIP, explain_composition_error
-from .errors import EvaluationError
+from undertale.settings.store import CONF
+from undertale.training.checks import FLAGS_THAT_SKIP, explain_composition_error
+from undertale.evaluation.errors import EvaluationError
 
 CONFIG_NAME = "evaluate"
 TASKS = ("maskedlm", "similarity")
@@ -84,7 +84,7 @@ def run_task(cfg: DictConfig) -> Any:
             return code
         if task != "maskedlm":
             raise EvaluationError(f"task={task} is not a task; choose one of {', '.join(TASKS)}")
-        from .maskedlm import evaluate
+        from undertale.evaluation.maskedlm import evaluate
 
         evaluate(cfg, _overrides())
     except EvaluationError as error:

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..runs import RunDirectory
-from .runlog import log_evaluation
-from .data import DataChoice, cached_tokenized, choose_data, run_data, split_files
-from .errors import EvaluationError
+from undertale.runtime.runs import RunDirectory
+from undertale.evaluation.runlog import log_evaluation
+from undertale.evaluation.data import DataChoice, cached_tokenized, choose_data, run_data, split_files
+from undertale.evaluation.errors import EvaluationError
 
 if TYPE_CHECKING:  # torch loads once the command has passed its checks
     import numpy as np
     import torch
 
-    from ..models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
 TRAINING_SPLIT = "the run's training split"
 
@@ -102,7 +102,7 @@ def load_model(checkpoint: Path, vocab_size: int, device: "torch.device") -> tup
     """
     import torch
 
-    from ..models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM as Model
+    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM as Model
 
     try:
         saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
@@ -121,7 +121,7 @@ def autocast(precision: Optional[str], device: "torch.device") -> Any:
     """The run's mixed precision on a GPU (``bf16-mixed``, ``16-mixed``); full precision elsewhere."""
     import torch
 
-    from ..environment import resolve_precision
+    from undertale.runtime.environment import resolve_precision
 
     if device.type != "cuda":
         return nullcontext()
@@ -142,9 +142,9 @@ def evaluate_batches(model: "InstructionTraceTransformerEncoderForMaskedLM", col
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from ..data.dataset import TokenizedParquetDataset
-    from ..models.maskedlm import MaskedLMMetrics
-    from .token_classes import CLASSES, METRIC_NAMES
+    from undertale.data.dataset import TokenizedParquetDataset
+    from undertale.models.maskedlm import MaskedLMMetrics
+    from undertale.metrics.token_classes import CLASSES, METRIC_NAMES
 
     data, device = choice.data, model.device
     try:
@@ -178,7 +178,7 @@ def evaluate_batches(model: "InstructionTraceTransformerEncoderForMaskedLM", col
 def baseline_files(choice: DataChoice, prepared: Path, evaluated: list[Path], config: DictConfig,
                    run: RunDirectory) -> tuple[list[Path], str]:
     """The shards whose token counts give the baselines, and where they come from in words."""
-    from ..data.encode import tokenized_files
+    from undertale.data.encode import tokenized_files
 
     if choice.own:
         directory: Optional[Path] = prepared
@@ -214,11 +214,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 
     import torch
 
-    from ..data.tokenizer import load_tokenizer, special_ids
-    from ..models.masking import build_collator
-    from .baselines import Baselines, class_token_counts
-    from .report import flat_metrics, summarise, table
-    from .token_classes import token_class_table
+    from undertale.data.tokenizer import load_tokenizer, special_ids
+    from undertale.models.masking import build_collator
+    from undertale.evaluation.baselines import Baselines, class_token_counts
+    from undertale.evaluation.report import flat_metrics, summarise, table
+    from undertale.metrics.token_classes import token_class_table
 
     sequence_length = int(config.model.sequence_length)
     try:

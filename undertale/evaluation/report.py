@@ -7,8 +7,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from .baselines import Baselines
-from .token_classes import CLASSES, METRIC_NAMES
+from undertale.evaluation.baselines import Baselines
+from undertale.metrics.token_classes import CLASSES, METRIC_NAMES
 
 
 def _number(value: Any) -> Optional[float]:

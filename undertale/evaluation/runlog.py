@@ -6,14 +6,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ..runs import RunDirectory
+from undertale.runtime.runs import RunDirectory
 
 
 def log_evaluation(cfg: DictConfig, run: RunDirectory, folder: str, job_type: str, name: str,
                    config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
     """Log ``metrics`` with the ``logger`` group (W&B offline unless ``WANDB_MODE`` says otherwise) in the
     training run's group, job type ``job_type``; files go under ``<run>/<folder>/``. ``logger=none``: nothing."""
-    from ..training.loggers import build_loggers, finish_wandb, wandb_logger
+    from undertale.training.loggers import build_loggers, finish_wandb, wandb_logger
 
     trained = run.wandb_run()
     directory = run.path / folder

@@ -23,13 +23,15 @@ import math
 import re
 import sys
 import time
-from collections import Counter
 from functools import partial
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from undertale.metrics.retrieval import pools, search_scores, unit_rows
+from undertale.metrics.tfidf import TfIdf
 
 DEFAULT_POOLS = (32, 1000)
 DEFAULT_MIN_INSTRUCTIONS = 5
@@ -100,80 +102,6 @@ def default_comparisons(rows: Sequence[dict]) -> list[tuple[Setting, Setting]]:
     return comparisons
 
 
-def pools(count: int, size: int, seed: int) -> list[np.ndarray]:
-    """Random pools of ``size`` pair indices (fixed seed); fewer pairs than ``size`` make one smaller pool."""
-    order = np.random.default_rng(seed).permutation(count)
-    if count <= size:
-        return [order] if count > 1 else []
-    return [order[start:start + size] for start in range(0, count - size + 1, size)]
-
-
-def _unit_rows(matrix):
-    """Rows scaled to unit length (dense numpy or scipy sparse)."""
-    if hasattr(matrix, "multiply"):  # scipy sparse
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-        return matrix.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
-    matrix = np.asarray(matrix, dtype=np.float64)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-
-
-def ranks(queries, candidates) -> np.ndarray:
-    """Rank (1 = best) of each query's own partner (same row) among the candidates, by cosine similarity.
-
-    Rows may be dense arrays or scipy sparse matrices. Ties count against the query
-    (a partner tied with another candidate is ranked below it).
-    """
-    similarity = _unit_rows(queries) @ _unit_rows(candidates).T
-    similarity = similarity.toarray() if hasattr(similarity, "toarray") else np.asarray(similarity)
-    own = np.diag(similarity)[:, None]
-    return (similarity >= own - 1e-9).sum(axis=1)  # the partner itself counts once: rank >= 1
-
-
-def search_scores(queries, candidates, pool_list: list[np.ndarray]) -> dict:
-    """MRR and Recall@1 over the pools."""
-    all_ranks = np.concatenate([ranks(queries[pool], candidates[pool]) for pool in pool_list]) if pool_list else np.array([])
-    if not len(all_ranks):
-        return {"mrr": None, "recall@1": None, "queries": 0, "pools": 0}
-    return {"mrr": float(np.mean(1.0 / all_ranks)), "recall@1": float(np.mean(all_ranks == 1)),
-            "queries": int(len(all_ranks)), "pools": len(pool_list),
-            "pool_size": int(max(len(pool) for pool in pool_list))}
-
-
-def instruction_ngrams(text: str, n: int = 2) -> list[str]:
-    """Instructions (the text between ``[NEXT]``) and runs of ``n`` consecutive instructions."""
-    instructions = [part.strip() for part in text.split("[NEXT]")]
-    grams = list(instructions)
-    for width in range(2, n + 1):
-        grams += [" ; ".join(instructions[i:i + width]) for i in range(len(instructions) - width + 1)]
-    return grams
-
-
-class TfIdf:
-    """TF-IDF over instruction n-grams, with document frequencies from the texts it is fitted on."""
-
-    def __init__(self, texts: Sequence[str], n: int = 2):
-        self.n = n
-        frequency: Counter = Counter()
-        for text in texts:
-            frequency.update(set(instruction_ngrams(text, n)))
-        self.vocabulary = {gram: index for index, gram in enumerate(frequency)}
-        self.idf = np.array([math.log((1 + len(texts)) / (1 + frequency[gram])) + 1 for gram in frequency])
-
-    def vectors(self, texts: Sequence[str]):
-        """TF-IDF rows as a scipy sparse matrix (texts x vocabulary)."""
-        from scipy.sparse import csr_matrix
-
-        rows, columns, values = [], [], []
-        for row, text in enumerate(texts):
-            for gram, times in Counter(instruction_ngrams(text, self.n)).items():
-                index = self.vocabulary.get(gram)
-                if index is not None:
-                    rows.append(row)
-                    columns.append(index)
-                    values.append(times * self.idf[index])
-        return csr_matrix((values, (rows, columns)), shape=(len(texts), len(self.vocabulary)), dtype=np.float64)
-
-
 def hybrid_vectors(dense, sparse):
     """Each row of ``dense`` and of ``sparse`` at unit length, side by side, scaled by 1/sqrt(2) (scipy sparse).
 
@@ -185,7 +113,7 @@ def hybrid_vectors(dense, sparse):
 
     if dense.shape[0] != sparse.shape[0]:
         raise ValueError(f"hybrid_vectors: {dense.shape[0]} dense rows against {sparse.shape[0]} sparse rows")
-    return (hstack([csr_matrix(_unit_rows(dense)), _unit_rows(sparse)]) / math.sqrt(2)).tocsr()
+    return (hstack([csr_matrix(unit_rows(dense)), unit_rows(sparse)]) / math.sqrt(2)).tocsr()
 
 
 @dataclass(frozen=True)
@@ -283,9 +211,9 @@ def table(results: dict) -> str:
 
 def main(cfg) -> int:
     """``python evaluate.py task=similarity run=<run dir> pairs=<pairs dir>``: table, ``similarity.json``, W&B."""
-    from ..data.pairs import read_pairs
-    from ..embedding import DEFAULT_WINDOWS, FunctionEncoder
-    from ..runs import RunDirectory
+    from undertale.data.pairs.build import read_pairs
+    from undertale.inference.embedding import DEFAULT_WINDOWS, FunctionEncoder
+    from undertale.runtime.runs import RunDirectory
 
     run_value, pairs_value = cfg.get("run"), cfg.get("pairs")
     if not run_value:
@@ -346,7 +274,7 @@ def metric_key(comparison: str) -> str:
 
 def _log(run, results: dict, cfg) -> None:
     """MRR and Recall@1 of every comparison, system and pool as a run in the training run's group."""
-    from .runlog import log_evaluation
+    from undertale.evaluation.runlog import log_evaluation
 
     metrics = {
         f"similarity/{metric_key(name)}/{system}/{metric}@{size}": score[metric]

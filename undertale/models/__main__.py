@@ -5,10 +5,10 @@
 
 import argparse
 
-from ..data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
-from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
-from .flops import count_parameters, training_flops_per_token
-from .maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+from undertale.data.tokenizer import MASK, NEXT, SPECIAL_TOKEN_IDS
+from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from undertale.models.flops import count_parameters, training_flops_per_token
+from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
 
 def main(argv=None) -> None:

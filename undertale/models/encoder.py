@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .configuration import attention_dropout_of
+from undertale.data.positions import argument_index, instruction_index
+from undertale.settings.model import attention_dropout_of
 
 
 def check_tokens(state: Tensor, mask: Optional[Tensor], sequence_length: int, vocab_size: Optional[int] = None) -> None:
@@ -47,20 +48,6 @@ def check_tokens(state: Tensor, mask: Optional[Tensor], sequence_length: int, vo
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
-
-
-def segment_starts(mask: Tensor) -> Tensor:
-    """Boolean (batch, length): True where a new segment (function or padding run) begins."""
-    starts = torch.ones_like(mask, dtype=torch.bool)
-    starts[:, 1:] = mask[:, 1:] != mask[:, :-1]
-    return starts
-
-
-def _as_batch(state: Tensor, segments: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], bool]:
-    """A (length,) input as a batch of one, and whether to squeeze the result back."""
-    if state.dim() != 1:
-        return state, segments, False
-    return state.unsqueeze(0), None if segments is None else segments.unsqueeze(0), True
 
 
 class InstructionTracePositionEmbedding(nn.Module):
@@ -94,53 +81,13 @@ class InstructionTracePositionEmbedding(nn.Module):
 
     @staticmethod
     def compute_instruction_index(state: Tensor, next_token_id: int, segments: Optional[Tensor] = None) -> Tensor:
-        """Index of the instruction each token belongs to.
-
-        ``foo bar baz [NEXT] blah`` gives ``0 0 0 0 1``: ``[NEXT]`` closes the
-        instruction it follows. With ``segments`` (a mask of function ids), the
-        count restarts at each segment.
-
-        Arguments:
-            state: token ids, (length,) or (batch, length).
-            next_token_id: id of ``[NEXT]``.
-            segments: optional segment ids of the same shape.
-
-        Returns:
-            LongTensor of the same shape as ``state``.
-        """
-        state, segments, squeeze = _as_batch(state, segments)
-        is_next = (state == next_token_id).long()
-        index = torch.cumsum(is_next, dim=1) - is_next
-        if segments is not None:
-            positions = torch.arange(state.shape[1], device=state.device).expand_as(state)
-            start = torch.where(segment_starts(segments), positions, 0).cummax(dim=1).values
-            index = index - index.gather(1, start)
-        return index.squeeze(0) if squeeze else index
+        """Index of the instruction each token belongs to: :func:`undertale.data.positions.instruction_index`."""
+        return instruction_index(state, next_token_id, segments)
 
     @staticmethod
     def compute_argument_index(state: Tensor, next_token_id: int, segments: Optional[Tensor] = None) -> Tensor:
-        """Position of each token within its instruction.
-
-        ``foo bar baz [NEXT] blah`` gives ``0 1 2 3 0``. With ``segments``, the
-        count also restarts where a segment begins.
-
-        Arguments:
-            state: token ids, (length,) or (batch, length).
-            next_token_id: id of ``[NEXT]``.
-            segments: optional segment ids of the same shape.
-
-        Returns:
-            LongTensor of the same shape as ``state``.
-        """
-        state, segments, squeeze = _as_batch(state, segments)
-        positions = torch.arange(state.shape[1], device=state.device).expand_as(state)
-        begins = torch.zeros_like(state, dtype=torch.bool)
-        begins[:, 1:] = state[:, :-1] == next_token_id
-        if segments is not None:
-            begins = begins | segment_starts(segments)
-        start = torch.where(begins, positions, 0).cummax(dim=1).values
-        index = positions - start
-        return index.squeeze(0) if squeeze else index
+        """Position of each token within its instruction: :func:`undertale.data.positions.argument_index`."""
+        return argument_index(state, next_token_id, segments)
 
     def forward(self, state: Tensor, segments: Optional[Tensor] = None) -> Tensor:
         instruction = self.compute_instruction_index(state, self.next_token_id, segments)

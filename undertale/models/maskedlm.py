@@ -16,12 +16,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import Metric
 
-from ..evaluation.token_classes import METRIC_NAMES, target_classes
-from .configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration
-from .encoder import InstructionTraceTransformerEncoder, check_tokens
-from .flops import count_parameters, training_flops_per_token
-from .masking import DEFAULTS as MASKING, MaskingSettings
-from .optimization import DEFAULTS, SCHEDULES, AdamWTraining, OptimizerSettings, learning_rate_factor
+from undertale.metrics.token_classes import METRIC_NAMES, target_classes
+from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration
+from undertale.models.encoder import InstructionTraceTransformerEncoder, check_tokens
+from undertale.models.flops import count_parameters, training_flops_per_token
+from undertale.models.optimization import AdamWTraining, learning_rate_factor
+from undertale.settings.masking import DEFAULTS as MASKING, MaskingSettings
+from undertale.settings.optimizer import DEFAULTS, SCHEDULES, OptimizerSettings
 
 __all__ = [
     "IGNORE_INDEX",
@@ -224,7 +225,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
             :class:`~undertale.models.encoder.InstructionTraceTransformerEncoder`.
         mask_token_id: id of ``[MASK]``; ``infer`` fills these positions.
         lr, warmup, weight_decay, betas, schedule, final_lr: see
-            :class:`~undertale.models.optimization.OptimizerSettings` (their defaults are its defaults).
+            :class:`~undertale.settings.optimizer.OptimizerSettings` (their defaults are its defaults).
 
     Validation logs ``val/loss``, ``val/accuracy`` and ``val/perplexity``, and ``val/accuracy/<class>``
     per target class once :meth:`set_token_classes` has given the module its tokenizer's class table.
@@ -278,7 +279,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
         """Give the module the per-id class table of its tokenizer, so validation reports each target class.
 
         Arguments:
-            table: (vocab_size,) from :func:`undertale.evaluation.token_classes.token_class_table`;
+            table: (vocab_size,) from :func:`undertale.metrics.token_classes.token_class_table`;
                 not saved in checkpoints.
 
         Raises:
@@ -293,7 +294,7 @@ class InstructionTraceTransformerEncoderForMaskedLM(AdamWTraining, lightning.Lig
 
     def classify_targets(self, batch: Mapping[str, Tensor]) -> Optional[Tensor]:
         """The class of each target of a batch, in the order of :meth:`masked_logits` (indices into
-        :data:`~undertale.evaluation.token_classes.CLASSES`); None before :meth:`set_token_classes`."""
+        :data:`~undertale.metrics.token_classes.CLASSES`); None before :meth:`set_token_classes`."""
         if self.token_classes is None:
             return None
         labels = batch["labels"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,3 +43,13 @@ def pool_functions(hidden: Tensor, owner: Tensor, count: int, pooling: str = "me
     maxima = torch.zeros(count, width, device=hidden.device, dtype=flat.dtype)  # a function with no tokens: 0
     maxima = maxima.scatter_reduce(0, index, flat[real], "amax", include_self=False)
     return torch.cat([mean, maxima], dim=-1)
+
+
+def search_vectors(whole: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
+    """``windows=all+first``: each function's whole and entry vectors at unit length, side by side, / sqrt(2).
+
+    The result has unit length, and the dot product of two results is the mean of the two cosines. Used by
+    :meth:`~undertale.inference.embedding.FunctionEncoder.embed` and by a similarity model's validation, so both search with one vector.
+    """
+    unit = torch.nn.functional.normalize
+    return torch.cat([unit(whole.float(), dim=-1), unit(entry.float(), dim=-1)], dim=-1) / math.sqrt(2)

@@ -26,11 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..embedding import search_vectors
-from .encoder import InstructionTraceTransformerEncoder
-from .optimization import DEFAULTS, AdamWTraining, OptimizerSettings
-from .pooling import pool_functions
-from .similarity_settings import POOLINGS, check_similarity_settings, pooled_width
+from undertale.models.encoder import InstructionTraceTransformerEncoder
+from undertale.models.optimization import AdamWTraining
+from undertale.settings.optimizer import DEFAULTS, OptimizerSettings
+from undertale.metrics.retrieval import pools, search_scores
+from undertale.models.pooling import pool_functions, search_vectors
+from undertale.settings.similarity import check_similarity_settings, pooled_width
 
 
 
@@ -96,7 +97,7 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
         entry_weight: the share of the loss given to each function's entry (its first window) as a view of
             its own: ``(1 - w) * InfoNCE(whole) + w * InfoNCE(entry)``; 0 trains the whole function only.
         lr, warmup, weight_decay, betas, schedule, final_lr: see
-            :class:`~undertale.models.optimization.OptimizerSettings`.
+            :class:`~undertale.settings.optimizer.OptimizerSettings`.
 
     A batch holds ``tokens`` and ``mask`` (packed rows: ``mask`` names the segment),
     ``owner`` (the function of each position, -1 for padding) and ``functions``
@@ -248,8 +249,6 @@ class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.L
 
 def validation_scores(embeddings: np.ndarray, pairs: np.ndarray, sides: np.ndarray, pool: int, seed: int = 0) -> dict:
     """MRR and Recall@1 at pool ``pool`` of queries (side 0) against partners (side 1), by pair index."""
-    from ..evaluation.similarity import pools, search_scores
-
     _, unique = np.unique(np.stack([pairs, sides]), axis=1, return_index=True)  # each function once
     embeddings, pairs, sides = embeddings[unique], pairs[unique], sides[unique]
     common = np.intersect1d(pairs[sides == 0], pairs[sides == 1])  # sorted pair indices with both sides

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import NoReturn, Optional
 
-from .errors import ReportError
+from undertale.report.errors import ReportError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     arguments = parser().parse_args(argv)
-    from .build import make_report  # matplotlib and W&B load after the command line was checked
+    from undertale.report.build import make_report  # matplotlib and W&B load after the command line was checked
 
     try:
         report = make_report(arguments.paths, arguments.output, arguments.objective, arguments.mode,

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from . import figures
-from .errors import ReportError
-from .jobs import FAILED, Job, read_jobs
-from .scaling import COLUMNS as SCALING_COLUMNS, FORMATS as SCALING_FORMATS, is_scaling, scaling_rows
-from .table import COMMAND, JOB, Table, best_column, build_table, direction, markdown, write_csv
-from .versions import check_versions
+from undertale.report import figures
+from undertale.report.errors import ReportError
+from undertale.report.jobs import FAILED, Job, read_jobs
+from undertale.report.scaling import COLUMNS as SCALING_COLUMNS, FORMATS as SCALING_FORMATS, is_scaling, scaling_rows
+from undertale.report.table import COMMAND, JOB, Table, best_column, build_table, direction, markdown, write_csv
+from undertale.report.versions import check_versions
 
 RESULTS_MD, RESULTS_CSV, SCALING_CSV, LOSS_PNG = "results.md", "results.csv", "scaling.csv", "loss.png"
 DEFAULT_OBJECTIVE = "val/accuracy"

@@ -14,9 +14,9 @@ from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, StrMethodFormatter  # noqa: E402
 
-from .jobs import FAILED, FINISHED  # noqa: E402
-from .scaling import EFFICIENCY, PER_PROCESS, PROCESSES, SETTING  # noqa: E402
-from .table import JOB, STATUS, TOKENS, Table, best_column, shown  # noqa: E402
+from undertale.report.jobs import FAILED, FINISHED  # noqa: E402
+from undertale.report.scaling import EFFICIENCY, PER_PROCESS, PROCESSES, SETTING  # noqa: E402
+from undertale.report.table import JOB, STATUS, TOKENS, Table, best_column, shown  # noqa: E402
 
 DPI = 150
 SIZE = (6.4, 4.2)  # inches: a single column of a two-column paper at 0.5x, a full column at 1x

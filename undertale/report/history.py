@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..runs import RunDirectory
+from undertale.runtime.runs import RunDirectory
 
 STEP = "trainer/global_step"
 
@@ -57,7 +57,7 @@ def _add(merged: dict[str, dict[int, float]], step: object, row: dict) -> None:
 
 
 def _from_wandb(run: RunDirectory, history: History) -> dict[str, dict[int, float]]:
-    from ..training.wandb_offline import read_offline_run
+    from undertale.training.wandb_offline import read_offline_run
 
     merged: dict[str, dict[int, float]] = {}
     for directory in run.offline_runs():

@@ -11,9 +11,9 @@ from typing import Any, Optional
 
 import yaml
 
-from ..runs import RunDirectory
-from .errors import ReportError
-from .history import History, read_history
+from undertale.runtime.runs import RunDirectory
+from undertale.report.errors import ReportError
+from undertale.report.history import History, read_history
 
 FAILED, FINISHED = "failed", "finished"
 SKIPPED_FOLDERS = {"wandb", "checkpoints", "csv", ".hydra", "__pycache__"}

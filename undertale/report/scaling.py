@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .jobs import FAILED
-from .table import JOB, MFU, STATUS, TOKENS, WORLD, Table, shown
+from undertale.report.jobs import FAILED
+from undertale.report.table import JOB, MFU, STATUS, TOKENS, WORLD, Table, shown
 
 SCALING_KEYS = ("trainer.devices", "trainer.num_nodes")
 SETTING, PROCESSES, NODES, PER_PROCESS, SPEEDUP, EFFICIENCY = (

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .jobs import FAILED, FINISHED, Job
-from .values import swept_values
-from .versions import code_version
+from undertale.report.jobs import FAILED, FINISHED, Job
+from undertale.report.values import swept_values
+from undertale.report.versions import code_version
 
 JOB, STATUS, ERROR, TOKENS, MFU, STEPS, WALL, WORLD = (
     "job", "status", "error", "tokens/s", "MFU", "steps", "wall time (s)", "world size")

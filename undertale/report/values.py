@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .jobs import Job
+from undertale.report.jobs import Job
 
 NOT_COMPARED = ("resume", "ckpt_path")  # where a run continued from, not what it is (as in its W&B name)
 DEFAULT = "(default)"

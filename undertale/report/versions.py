@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import ReportError
-from .jobs import Job
+from undertale.report.errors import ReportError
+from undertale.report.jobs import Job
 
 
 def code_version(job: Job) -> Optional[str]:

@@ -9,10 +9,10 @@ knows: the tokenizer's ids, the ``model`` sizes and the ``optimizer`` settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..config import call_with_offered
-from . import Task, TaskParts
+from undertale.settings.store import call_with_offered
+from undertale.tasks import Task, TaskParts
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -48,9 +48,9 @@ class ComposedTask(Task):
     def build(self, cfg: "DictConfig", progress: bool = True) -> TaskParts:
         from hydra.utils import instantiate
 
-        from ..config import settings
-        from ..data.tokenizer import PAD, load_tokenizer, special_ids
-        from ..models.flops import training_flops_per_token
+        from undertale.settings.store import settings
+        from undertale.data.tokenizer import PAD, load_tokenizer, special_ids
+        from undertale.models.flops import training_flops_per_token
 
         sizes = settings(cfg.model)
         tokenizer = load_tokenizer(self.tokenizer, sizes["sequence_length"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from . import Task, TaskParts
+from undertale.tasks import Task, TaskParts
+from undertale.settings.store import DATA_TARGET
 
 if TYPE_CHECKING:
     import lightning
@@ -25,20 +26,18 @@ class MaskedLMTask(Task):
         self.prepared = None
 
     def check(self, cfg: "DictConfig", overrides: Sequence[str] = ()) -> None:
-        from ..data.config import DataConfig
-
-        if cfg.data.get("_target_") != f"{DataConfig.__module__}.{DataConfig.__qualname__}":
+        if cfg.data.get("_target_") != DATA_TARGET:
             raise ValueError(f"task=maskedlm trains on corpus data (data=system, binaries or parquet), "
                              f"not {cfg.data.get('_target_')}")
 
     def build(self, cfg: "DictConfig", progress: bool = True) -> TaskParts:
         from hydra.utils import instantiate
 
-        from ..data.tokenizer import load_tokenizer, special_ids
-        from ..evaluation.token_classes import token_class_table
-        from ..models.flops import training_flops_per_token
-        from ..models.masking import build_collator
-        from ..training.errors import ConfigError
+        from undertale.data.tokenizer import load_tokenizer, special_ids
+        from undertale.metrics.token_classes import token_class_table
+        from undertale.models.flops import training_flops_per_token
+        from undertale.models.masking import build_collator
+        from undertale.runtime.errors import ConfigError
 
         data = instantiate(cfg.data, _convert_="all")
         self.prepared = data.prepare(cfg.model.sequence_length, progress=progress)
@@ -59,8 +58,8 @@ class MaskedLMTask(Task):
         )
 
     def summarise(self, trainer: "lightning.Trainer", parts: TaskParts, metrics: dict) -> tuple[dict, Optional[str]]:
-        from ..data.encode import tokenized_files
-        from ..data.statistics import most_frequent_token_accuracy
+        from undertale.data.encode import tokenized_files
+        from undertale.data.statistics import most_frequent_token_accuracy
 
         tokenized = self.prepared.tokenized
         token, baseline = most_frequent_token_accuracy(

@@ -13,7 +13,7 @@ import filecmp
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from . import Task, TaskParts
+from undertale.tasks import Task, TaskParts
 
 if TYPE_CHECKING:
     import lightning
@@ -46,7 +46,7 @@ class SimilarityTask(Task):
     def __init__(self, temperature: float = 0.05, projection_size: int = 128, pooling: str = "mean", pool: int = 32,
                  dropout: Optional[float] = None, attention_dropout: Optional[float] = None,
                  entry_weight: float = 0.0, monitor: str = "val/mrr", mode: str = "max"):
-        from ..models.similarity_settings import check_similarity_settings
+        from undertale.settings.similarity import check_similarity_settings
 
         super().__init__(monitor, mode)
         check_similarity_settings(temperature, projection_size, pooling, pool, dropout, attention_dropout,
@@ -62,7 +62,7 @@ class SimilarityTask(Task):
     @staticmethod
     def pretrained_run(cfg: "DictConfig"):
         """The pretrained run directory, checked (None for ``pretrained=null``)."""
-        from ..runs import RunDirectory
+        from undertale.runtime.runs import RunDirectory
 
         value = cfg.get("pretrained")
         if not value:
@@ -82,7 +82,7 @@ class SimilarityTask(Task):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        from ..config import sizes_of
+        from undertale.settings.store import sizes_of
 
         data = instantiate(cfg.data, _convert_="all")
         if not hasattr(data, "check_pairs"):
@@ -131,10 +131,10 @@ class SimilarityTask(Task):
     def build(self, cfg: "DictConfig", progress: bool = True) -> TaskParts:
         from hydra.utils import instantiate
 
-        from ..config import settings
-        from ..data.tokenizer import load_tokenizer, special_ids
-        from ..models.flops import training_flops_per_token
-        from ..models.similarity import InstructionTraceTransformerEncoderForSimilarity, load_pretrained_encoder
+        from undertale.settings.store import settings
+        from undertale.data.tokenizer import load_tokenizer, special_ids
+        from undertale.models.flops import training_flops_per_token
+        from undertale.models.similarity import InstructionTraceTransformerEncoderForSimilarity, load_pretrained_encoder
 
         cfg = self.resolve(cfg)
         data = instantiate(cfg.data, _convert_="all")
@@ -164,7 +164,8 @@ class SimilarityTask(Task):
 
     def summarise(self, trainer: "lightning.Trainer", parts: TaskParts, metrics: dict) -> tuple[dict, Optional[str]]:
         """Adds TF-IDF over instruction n-grams on the same validation pools (the baseline to beat)."""
-        from ..evaluation.similarity import TfIdf, pools, search_scores
+        from undertale.metrics.retrieval import pools, search_scores
+        from undertale.metrics.tfidf import TfIdf
 
         queries, partners = self.datamodule.validation_texts()
         if len(queries) < 2:

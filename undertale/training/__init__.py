@@ -11,7 +11,7 @@ __all__ = ["train"]
 
 def __getattr__(name: str) -> Any:
     if name == "train":
-        from .run import train
+        from undertale.training.run import train
 
         return train
     raise AttributeError(name)

@@ -16,10 +16,10 @@ from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from ..data.workers import PREEMPTION_SIGNALS
-from ..environment import peak_bf16_flops
-from ..models.flops import count_parameters, training_flops_per_token
-from .checkpointing import RunCheckpoint
+from undertale.data.workers import PREEMPTION_SIGNALS
+from undertale.runtime.environment import peak_bf16_flops
+from undertale.models.flops import count_parameters, training_flops_per_token
+from undertale.training.checkpointing import RunCheckpoint
 
 
 def peak_flops(device: torch.device) -> Optional[float]:
@@ -42,7 +42,7 @@ class ThroughputMonitor(lightning.Callback):
     """Log ``train/tokens_per_sec`` (real, non-padding tokens, all ranks) and ``train/mfu``.
 
     ``train/mfu`` is model FLOPs over the card's dense bf16 *spec* peak (see
-    :data:`undertale.environment.PEAK_BF16_TFLOPS`), on cards with a known peak.
+    :data:`undertale.runtime.environment.PEAK_BF16_TFLOPS`), on cards with a known peak.
     Tokens are counted on the device and read back only every
     ``log_every_n_steps``, so the hot loop never waits on the host.
 
@@ -274,7 +274,7 @@ class Probes(lightning.Callback):
     COLUMNS = ["step", "probe", "text", "prediction", "top"]
 
     def __init__(self, probes: dict[str, str], tokenizer: Optional[str] = None, top: int = 3):
-        from ..data.tokenizer import MASK
+        from undertale.data.tokenizer import MASK
 
         empty = [name for name, text in probes.items() if MASK not in text]
         if empty:
@@ -292,8 +292,8 @@ class Probes(lightning.Callback):
         ``precision`` is the trainer's forward context (``trainer.precision_plugin.forward_context``): under
         FSDP's mixed precision the layers hold bf16 weights and the model only runs inside it.
         """
-        from ..data.tokenizer import load_tokenizer
-        from ..inference import encode, fill
+        from undertale.data.tokenizer import load_tokenizer
+        from undertale.inference.fill_mask import encode, fill
 
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.tokenizer_path)

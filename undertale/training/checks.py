@@ -21,11 +21,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import CONF, settings, sizes_of
-from ..models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
-from ..models.masking import MaskingSettings
-from ..models.optimization import OptimizerSettings
-from .errors import ConfigError
+from undertale.settings.store import CONF, settings, sizes_of
+from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from undertale.settings.masking import MaskingSettings
+from undertale.settings.optimizer import OptimizerSettings
+from undertale.runtime.errors import ConfigError
 
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
@@ -223,7 +223,7 @@ def check_command_line(argv: list[str]) -> Optional[DictConfig]:
 def runs_root(cfg: DictConfig) -> Path:
     """Where ``resume=latest`` looks: ``hydra.run.dir`` itself when it already holds a checkpoint
     (a requeued job with a fixed run directory), else its parent (this task's runs)."""
-    from ..runs import RunDirectory
+    from undertale.runtime.runs import RunDirectory
 
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir", default="outputs/run")))
     return run_dir if RunDirectory(run_dir).has_checkpoint() else run_dir.parent

@@ -15,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .checks import check_command_line, check_config, runs_root
-from .errors import STOPS, ConfigError, ResumeError
-from .resume import resumption
+from undertale.training.checks import check_command_line, check_config, runs_root
+from undertale.runtime.errors import STOPS, ConfigError, ResumeError
+from undertale.training.resume import resumption
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -54,7 +54,7 @@ def before_hydra(argv: list[str]) -> list[str]:
 def run_job(cfg: DictConfig) -> float:
     """Train one job; the objective for sweepers (the task's ``monitor``, e.g. ``val/accuracy``), or exit with
     the stop's code."""
-    from .run import train  # torch and Lightning load here, after the command line was checked
+    from undertale.training.run import train  # torch and Lightning load here, after the command line was checked
 
     try:
         metrics = train(cfg)

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..runs import RunDirectory
-from .errors import ResumeError
+from undertale.runtime.runs import RunDirectory
+from undertale.runtime.errors import ResumeError
 
 LATEST = "latest"
 # Keys a resumed run may change: where and how long it runs, not what it computes.

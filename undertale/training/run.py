@@ -25,16 +25,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import call_with_offered
-from ..environment import environment, resolve_compile, resolve_precision
-from ..runs import RunDirectory
-from ..tasks import Task, TaskParts
-from .callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
-from .checkpointing import AtomicCheckpointIO
-from .checks import check_config
-from .errors import ConfigError, Diverged, Preempted, RunError
-from .loggers import build_loggers, finish_wandb, wandb_logger
-from .resume import LATEST, resumption
+from undertale.settings.store import call_with_offered
+from undertale.runtime.environment import environment, resolve_compile, resolve_precision
+from undertale.runtime.runs import RunDirectory
+from undertale.tasks import Task, TaskParts
+from undertale.training.callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
+from undertale.training.checkpointing import AtomicCheckpointIO
+from undertale.training.checks import check_config
+from undertale.runtime.errors import ConfigError, Diverged, Preempted, RunError
+from undertale.training.loggers import build_loggers, finish_wandb, wandb_logger
+from undertale.training.resume import LATEST, resumption
 
 # Our dataset splits rows between loader workers itself, so its __len__ is exact.
 warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")

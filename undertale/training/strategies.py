@@ -15,7 +15,7 @@ def layer_sharded_fsdp(activation_checkpointing: bool = False, sharding_strategy
         state_dict_type: ``sharded`` (each rank writes its shard; resume reads them back) or ``full``.
         **kwargs: any other :class:`~lightning.pytorch.strategies.FSDPStrategy` argument.
     """
-    from ..models.encoder import EncoderLayer
+    from undertale.models.encoder import EncoderLayer
 
     return FSDPStrategy(
         auto_wrap_policy={EncoderLayer},

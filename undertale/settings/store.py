@@ -2,8 +2,8 @@
 
 The ``model`` sizes (:class:`InstructionTraceTransformerEncoderForMaskedLMConfiguration`
 presets), the optimizer defaults (:class:`OptimizerSettings`), the masking
-defaults (:class:`MaskingSettings`) and the data defaults (:class:`DataConfig`)
-(and the pairs of ``task=similarity``, :class:`PairsDataConfig`) are registered in Hydra's ConfigStore, so each value is written once. YAML files
+defaults (:class:`MaskingSettings`) and the data defaults (:class:`DataSettings`)
+(and the pairs of ``task=similarity``, :class:`PairsDataSettings`) are registered in Hydra's ConfigStore, so each value is written once. YAML files
 in ``conf/`` extend these nodes (``defaults: [adamw, _self_]``) and change only
 what they mean to change. Every node carries the ``_target_`` that
 ``hydra.utils.instantiate`` builds.
@@ -19,18 +19,20 @@ from typing import Any, Callable
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from .data.config import DataConfig
-from .data.pairs_config import PairsDataConfig
-from .models.configuration import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
-from .models.masking import DEFAULTS as MASKING
-from .models.optimization import DEFAULTS as OPTIMIZER
+from undertale.settings.data import DataSettings
+from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
+from undertale.settings.pairs import PairsDataSettings
+from undertale.settings.masking import DEFAULTS as MASKING
+from undertale.settings.optimizer import DEFAULTS as OPTIMIZER
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 INTERNAL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
-# Named, not imported: composing and checking a config must not wait for torch and Lightning
-# (tests/test_config.py proves each resolves to its class).
+# Named, not imported: composing and checking a config must not wait for torch and Lightning, and the
+# settings layer imports no layer above it (tests/test_architecture.py proves each resolves to its class).
 MODEL_TARGET = "undertale.models.maskedlm.InstructionTraceTransformerEncoderForMaskedLM"
 COLLATOR_TARGET = "undertale.models.maskedlm.MaskedLMCollator"
+DATA_TARGET = "undertale.data.config.DataConfig"
+PAIRS_TARGET = "undertale.data.pairs.config.PairsDataConfig"
 
 
 def target(callable_: Any) -> str:
@@ -55,10 +57,10 @@ def register_configs() -> None:
         store.store(group="model", name=name, node=model_node(sizes))
     store.store(group="optimizer", name="adamw", node={"_target_": target(type(OPTIMIZER)), **_plain(OPTIMIZER.as_dict())})
     store.store(group="masking", name="bert", node={"_target_": COLLATOR_TARGET, "_partial_": True, **MASKING.as_dict()})
-    data = _plain(dataclasses.asdict(DataConfig())) | {"cache_dir": "${paths.cache_dir}", "seed": "${seed}"}
-    store.store(group="data", name="system", node={"_target_": target(DataConfig), **data})
-    pairs = _plain(dataclasses.asdict(PairsDataConfig(pairs="-"))) | {"pairs": None, "seed": "${seed}"}
-    store.store(group="data", name="pairs", node={"_target_": target(PairsDataConfig), **pairs})
+    data = _plain(dataclasses.asdict(DataSettings())) | {"cache_dir": "${paths.cache_dir}", "seed": "${seed}"}
+    store.store(group="data", name="system", node={"_target_": DATA_TARGET, **data})
+    pairs = _plain(dataclasses.asdict(PairsDataSettings(pairs="-"))) | {"pairs": None, "seed": "${seed}"}
+    store.store(group="data", name="pairs", node={"_target_": PAIRS_TARGET, **pairs})
 
 
 def settings(node: DictConfig) -> dict[str, Any]:

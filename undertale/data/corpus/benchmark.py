@@ -12,9 +12,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .corpus import CorpusOptions, build_corpus, expand_inputs, system_inputs
-from ..environment import describe_machine
-from .elf import file_kind
+from undertale.data.corpus.build import CorpusOptions, build_corpus
+from undertale.data.corpus.inputs import expand_inputs, system_inputs
+from undertale.runtime.environment import describe_machine
+from undertale.data.corpus.elf import file_kind
 
 
 def _objdump(path: str) -> int:

@@ -19,7 +19,8 @@ def functions_of_binaries(paths: list[str]) -> list[dict]:
     """Every function of the ELF files under ``paths`` (no deduplication), skipped files named on stderr."""
     from tqdm.auto import tqdm
 
-    from .data.corpus import expand_inputs, read_file
+    from undertale.data.corpus.inputs import expand_inputs
+    from undertale.data.corpus.read import read_file
 
     rows = []
     for path in tqdm(expand_inputs(paths), unit="file", desc="disassemble", dynamic_ncols=True):
@@ -31,7 +32,7 @@ def functions_of_binaries(paths: list[str]) -> list[dict]:
 
 
 def functions_of_corpus(directory: str) -> list[dict]:
-    from .data.parquet import parquet_files
+    from undertale.data.parquet import parquet_files
 
     import pyarrow.parquet as pq
 
@@ -59,8 +60,8 @@ def embed_command(cfg: DictConfig) -> int:
     import pyarrow.parquet as pq
     import torch
 
-    from .data.parquet import fixed_list
-    from .embedding import FunctionEncoder
+    from undertale.data.parquet import fixed_list
+    from undertale.inference.embedding import FunctionEncoder
 
     try:
         device = torch.device(cfg.device) if cfg.device else None

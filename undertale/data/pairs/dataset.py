@@ -28,10 +28,10 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .datamodule import EpochDataModule
-from .pairs import read_pairs
-from .tokenizer import PAD, load_tokenizer
-from .workers import PreemptibleLoader
+from undertale.data.datamodule import EpochDataModule
+from undertale.data.pairs.build import read_pairs
+from undertale.data.tokenizer import PAD, load_tokenizer
+from undertale.data.workers import PreemptibleLoader
 
 
 def pack_functions(functions: Sequence[Sequence[int]], length: int, pad_id: int, packing: bool = True) -> dict:
@@ -212,7 +212,7 @@ def _encoder(tokenizer_path: str) -> Tokenizer:
 
 
 class PairsDataModule(EpochDataModule):
-    """Train and validation loaders over a pairs dataset (see :class:`~undertale.data.pairs_config.PairsDataConfig`).
+    """Train and validation loaders over a pairs dataset (see :class:`~undertale.data.pairs.config.PairsDataConfig`).
 
     Raises:
         ValueError: at setup, naming the directory and split, when there is nothing to train or validate on.

@@ -2,7 +2,7 @@
 
 Each ``.c`` file of each project is compiled on its own (``-c``) once per
 optimisation level and per compiler; the functions of the object files are read
-and disassembled as the corpus does (:func:`undertale.data.corpus.read_file`).
+and disassembled as the corpus does (:func:`undertale.data.corpus.read.read_file`).
 The same source function at every level and compiler shares a ``group``, so a
 group is a set of positives for function search across optimisation levels
 (the jTrans / kTrans protocol). The split is by project, never by function.
@@ -41,12 +41,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .. import __version__
-from .corpus import SCHEMA as CORPUS_SCHEMA
-from .corpus import read_file
-from .parquet import open_parquet
+from undertale import __version__
+from undertale.data.corpus.read import SCHEMA as CORPUS_SCHEMA
+from undertale.data.corpus.read import read_file
+from undertale.data.parquet import open_parquet
+from undertale.settings.pairs import LEVELS
 
-LEVELS = ("O0", "O1", "O2", "O3", "Os")
 DEFAULT_LEVELS = ("O0", "O1", "O2", "O3")
 DEFAULT_COMPILERS = ("gcc", "clang")
 DEFAULT_SPLIT = (0.7, 0.15, 0.15)

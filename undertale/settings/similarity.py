@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .configuration import check_fraction, check_probability
+from undertale.settings.checks import check_fraction, check_probability
 
 POOLINGS = ("mean", "first", "mean+max")
 

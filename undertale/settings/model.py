@@ -2,7 +2,7 @@
 
 ``InstructionTraceTransformerEncoderForMaskedLMConfiguration.medium`` etc. are
 instances; the Hydra ``model`` group is generated from them (see
-:mod:`undertale.config`). A preset unpacks like a dict of keyword arguments::
+:mod:`undertale.settings.store`). A preset unpacks like a dict of keyword arguments::
 
     ids = special_ids(tokenizer)          # undertale.data.tokenizer
     Model(**Sizes.medium, vocab_size=ids["vocab_size"], next_token_id=ids["next_token_id"],
@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Optional
+
+from undertale.settings.checks import check_probability
 
 # Longest supported sequence: instruction/argument-index tables and the tokenizer's
 # fixed-length encodings grow with it (a 100k-token row of 50k functions is ~20 GB).
@@ -107,20 +109,6 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
 def attention_dropout_of(dropout: float, attention_dropout: Optional[float]) -> float:
     """The attention weights' dropout probability: ``attention_dropout``, or ``dropout`` where it is None."""
     return dropout if attention_dropout is None else attention_dropout
-
-
-def check_probability(name: str, value: Any, optional: bool = False) -> None:
-    """Raises ValueError naming ``name`` unless ``value`` is a dropout probability in [0, 1) (or None if ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be within [0, 1){' or null' if optional else ''}, got {value!r}")
-
-
-def check_fraction(name: str, value: Any) -> None:
-    """Raises ValueError naming ``name`` unless ``value`` is a number in [0, 1] (a share, both ends included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be within [0, 1], got {value!r}")
 
 
 def _divisor_near(width: int, heads: int) -> int:

@@ -7,13 +7,12 @@ Output layout::
     OUTPUT_DIR/manifest.json   written last: its presence marks a complete corpus
 
 Files are decoded in parallel (a process pool, or Dask tasks with ``scheduler``:
-see :mod:`undertale.data.distributed`); functions are deduplicated by a hash of
+see :mod:`undertale.data.corpus.distributed`); functions are deduplicated by a hash of
 their bytes; the train/validation split is by binary and deterministic for a seed.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
@@ -24,43 +23,17 @@ import shutil
 import time
 from collections import Counter
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from elftools.common.exceptions import ELFError
 from tqdm.auto import tqdm
 
-from .. import __version__
-from .disassembly import disassemble_many
-from .elf import UnsupportedFile, file_functions
-
-SYSTEM_DIRECTORIES = (
-    "/usr/bin",
-    "/usr/sbin",
-    "/usr/libexec",
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/usr/lib/i386-linux-gnu",
-    "/bin",
-    "/sbin",
-)
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("name", pa.string()),
-        ("architecture", pa.string()),
-        ("address", pa.uint64()),
-        ("size", pa.int64()),
-        ("instructions", pa.int64()),
-        ("skipped_bytes", pa.int64()),
-        ("disassembly", pa.string()),
-    ]
-)
+from undertale import __version__
+from undertale.data.corpus.inputs import SYSTEM_DIRECTORIES, expand_inputs, system_inputs
+from undertale.data.corpus.read import SCHEMA, FileResult, read_file
 
 SPLITS = ("train", "validation")
 # Bump when the rows a build produces change for the same inputs: cached corpora are rebuilt.
@@ -79,56 +52,6 @@ class CorpusOptions:
     rows_per_shard: int = 50_000
 
 
-@dataclass
-class FileResult:
-    """What one worker found in one file."""
-
-    path: str
-    rows: list[dict] = field(default_factory=list)
-    instructions: int = 0
-    skipped_bytes: int = 0
-    duplicates: int = 0
-    filtered: list[str] = field(default_factory=list)  # ids decoded to fewer than min_instructions
-    error: Optional[str] = None
-
-
-def expand_inputs(paths: Sequence[str]) -> list[str]:
-    """Files named by ``paths`` (files, directories searched recursively, globs), resolved and deduplicated.
-
-    Raises:
-        FileNotFoundError: when a path or glob matches nothing.
-    """
-    found: dict[str, None] = {}
-    for path in paths:
-        matches = glob.glob(path) if glob.has_magic(path) else [path]
-        if not matches or not all(os.path.exists(match) for match in matches):
-            raise FileNotFoundError(f"input path {path!r} does not exist")
-        for match in matches:
-            if os.path.isdir(match):
-                for root, _, names in os.walk(match):
-                    for name in sorted(names):
-                        _add_file(found, os.path.join(root, name))
-            else:
-                _add_file(found, match)
-    return sorted(found)
-
-
-def _add_file(found: dict[str, None], path: str) -> None:
-    real = os.path.realpath(path)
-    if os.path.isfile(real) and os.path.getsize(real) > 0:
-        found.setdefault(real, None)
-
-
-def system_inputs() -> list[str]:
-    """The machine's own binaries: the system directories that exist here."""
-    return expand_inputs([path for path in SYSTEM_DIRECTORIES if os.path.isdir(path)])
-
-
-def function_id(code: bytes) -> str:
-    """Content hash of a function's bytes (the deduplication key)."""
-    return hashlib.blake2b(code, digest_size=12).hexdigest()
-
-
 def split_of(paths: Sequence[str], seed: int, validation_fraction: float) -> dict[str, str]:
     """Assign each binary to ``train`` or ``validation``, deterministically for ``seed``.
 
@@ -142,56 +65,6 @@ def split_of(paths: Sequence[str], seed: int, validation_fraction: float) -> dic
     count = math.ceil(validation_fraction * len(ranked)) if len(ranked) > 1 else 0
     validation = set(ranked[:count])
     return {path: "validation" if path in validation else "train" for path in paths}
-
-
-def read_file(path: str, min_instructions: int = 1, seen: Optional[set[str]] = None) -> FileResult:
-    """Decode every function of one file into corpus rows; never raises for bad input.
-
-    Functions whose content hash is already in ``seen`` are counted as
-    duplicates and not decoded again (``seen`` is updated). The ids of functions
-    with fewer than ``min_instructions`` are listed in ``filtered``, so that the
-    build counts their repeats as duplicates whichever worker decodes them.
-    """
-    result = FileResult(path)
-    try:
-        for member, architecture, functions in file_functions(path):
-            source = f"{path}({member})" if member else path
-            kept = []
-            for function in functions:
-                identity = function_id(function.code)
-                if seen is not None:
-                    if identity in seen:
-                        result.duplicates += 1
-                        continue
-                    seen.add(identity)
-                kept.append((identity, function))
-            decoded = disassemble_many([(function.code, function.address) for _, function in kept], architecture)
-            for (identity, function), disassembly in zip(kept, decoded):
-                result.instructions += disassembly.instructions
-                if disassembly.instructions < min_instructions:
-                    result.filtered.append(identity)
-                    continue
-                result.skipped_bytes += disassembly.skipped_bytes
-                result.rows.append(
-                    {
-                        "id": identity,
-                        "source": source,
-                        "name": function.name,
-                        "architecture": architecture,
-                        "address": function.address,
-                        "size": len(function.code),
-                        "instructions": disassembly.instructions,
-                        "skipped_bytes": disassembly.skipped_bytes,
-                        "disassembly": disassembly.text,
-                    }
-                )
-    except UnsupportedFile as reason:
-        result.error = str(reason)
-    except (ELFError, ValueError, KeyError, IndexError, OSError, EOFError, AssertionError) as error:
-        result.error = f"corrupt or unreadable ELF: {type(error).__name__}: {error}"
-    except Exception as error:  # pyelftools raises many kinds on hostile input; keep going
-        result.error = f"failed to read: {type(error).__name__}: {error}"
-    return result
 
 
 # Content hashes this worker process has already decoded during the current build: a function
@@ -400,7 +273,7 @@ class _FileReader:
 
     def __enter__(self) -> "_FileReader":
         if self.scheduler is not None:
-            from .distributed import DaskReader
+            from undertale.data.corpus.distributed import DaskReader
 
             self.dask = DaskReader(self.scheduler, self.workers)
             self.workers = self.dask.workers

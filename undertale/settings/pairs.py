@@ -1,27 +1,23 @@
 """The ``data`` settings of ``task=similarity``: which pairs dataset, which variants pair, how batches are made.
 
-``data=pairs`` (chosen by ``task=similarity``) instantiates :class:`PairsDataConfig`;
-:meth:`PairsDataConfig.datamodule` loads the pairs with a tokenizer. Light to
-import: checking a config never loads torch.
+:class:`PairsDataSettings` holds each setting's default and checks; :class:`undertale.data.pairs.config.PairsDataConfig`
+(the ``_target_`` of ``data=pairs``) adds reading the dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
-from ..models.configuration import check_fraction
+from undertale.settings.checks import check_fraction
 
-if TYPE_CHECKING:
-    from .pairs_dataset import PairsDataModule
-
+# the optimisation levels a pairs dataset may be built at
 LEVELS = ("O0", "O1", "O2", "O3", "Os")
 
 
 @dataclass(frozen=True)
-class PairsDataConfig:
-    """Pairs for contrastive fine-tuning (``python -m undertale.data pairs`` builds them).
+class PairsDataSettings:
+    """Pairs for contrastive fine-tuning (the ``data`` group of ``task=similarity``) (``python -m undertale.data pairs`` builds them).
 
     Arguments:
         pairs: the pairs directory (``train/`` to fine-tune on, ``validation/`` to monitor).
@@ -89,58 +85,3 @@ class PairsDataConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
-
-    def check_pairs(self) -> None:
-        """Raises ValueError when ``pairs`` holds no complete pairs build (cheap: reads the manifest)."""
-        from .pairs import load_pairs_manifest
-
-        if not Path(self.pairs).expanduser().is_dir():
-            raise ValueError(f"data.pairs={self.pairs} is not a directory (build one with python -m undertale.data pairs)")
-        manifest = load_pairs_manifest(Path(self.pairs).expanduser())
-        if manifest is None:
-            raise ValueError(f"data.pairs={self.pairs} holds no complete pairs dataset (manifest.json missing or shards "
-                             "gone); build it with python -m undertale.data pairs")
-        missing = [level for level in {*self.levels, *self.validation_levels} if level not in manifest["levels"]]
-        if missing:
-            raise ValueError(f"data.pairs={self.pairs} was built at {', '.join(manifest['levels'])}, not at "
-                             f"{', '.join(sorted(missing))}; set data.levels and data.validation_levels to built levels")
-        unknown = [name for name in self.compilers or () if name not in manifest["compilers"]]
-        if unknown:
-            raise ValueError(f"data.compilers holds {unknown[0]!r}; data.pairs={self.pairs} was built with "
-                             f"{', '.join(manifest['compilers'])}")
-        compilers = len(self.compilers or manifest["compilers"])
-        kinds = len(self.levels) * compilers
-        if self.variants_per_group > kinds:
-            raise ValueError(f"data.variants_per_group={self.variants_per_group}, but a group has at most {kinds} "
-                             f"variants ({len(self.levels)} level(s) x {compilers} compiler(s)); set it to {kinds} or less")
-        groups = self.training_groups()
-        if groups < self.batch_size:
-            raise ValueError(f"data.batch_size={self.batch_size} groups, but the train split of data.pairs={self.pairs} "
-                             f"has {groups} groups with two variants at {', '.join(self.levels)}; lower data.batch_size")
-
-    def training_groups(self) -> int:
-        """Groups of the train split with at least two variants at ``levels`` (functions of ``min_instructions``)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from .pairs import read_pairs
-
-        table = read_pairs(Path(self.pairs).expanduser(), "train", columns=["group", "level", "compiler", "instructions"])
-        keep = pc.and_(pc.is_in(table["level"], pa.array(list(self.levels))),
-                       pc.greater_equal(table["instructions"], self.min_instructions))
-        if self.compilers:
-            keep = pc.and_(keep, pc.is_in(table["compiler"], pa.array(list(self.compilers))))
-        counts = table.filter(keep).group_by("group").aggregate([("level", "count")])
-        return int(pc.sum(pc.greater_equal(counts["level_count"], 2)).as_py() or 0)
-
-    def datamodule(self, tokenizer: str | Path, sequence_length: int) -> "PairsDataModule":
-        """Train and validation loaders over the pairs, tokenized with ``tokenizer``."""
-        from .pairs_dataset import PairsDataModule
-
-        return PairsDataModule(
-            str(Path(self.pairs).expanduser()), str(tokenizer), sequence_length, groups_per_batch=self.batch_size,
-            levels=self.levels, validation_levels=self.validation_levels, compilers=self.compilers,
-            min_instructions=self.min_instructions, max_tokens=self.max_tokens, packing=self.packing,
-            num_workers=self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
-            neighbour_batches=float(self.neighbour_batches), variants_per_group=self.variants_per_group,
-        )

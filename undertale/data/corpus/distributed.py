@@ -1,4 +1,4 @@
-"""Corpus builds on Dask: each file's disassembly (:func:`~undertale.data.corpus.read_file`) as a task.
+"""Corpus builds on Dask: each file's disassembly (:func:`~undertale.data.corpus.read.read_file`) as a task.
 
     python -m undertale.data corpus OUT PATHS --scheduler local --workers 8    # a LocalCluster of 8 processes
     python -m undertale.data corpus OUT PATHS --scheduler tcp://host:8786      # a running scheduler
@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .corpus import FileResult, read_file
+from undertale.data.corpus.read import FileResult, read_file
 
 LOCAL = "local"
 

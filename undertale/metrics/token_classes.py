@@ -9,7 +9,7 @@ A token's class is decided in two steps:
    ``sp``, ``xzr``, ``v``/``q``/``d``/``s``/``h``/``b`` registers, system registers); an instruction prefix
    (``rep``, ``lock``, ...: a mnemonic); anything else is ``other``;
 2. **by its position** (:func:`target_classes`): the first token of an instruction (argument index 0,
-   as :meth:`~undertale.models.encoder.InstructionTracePositionEmbedding.compute_argument_index` counts
+   as :func:`~undertale.data.positions.argument_index` counts
    it on the original tokens) and a token that follows a prefix there (``rep stosq``) are mnemonics,
    unless they are ``[NEXT]`` or ``[UNK]``.
 
@@ -24,8 +24,8 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..data.tokenizer import NEXT as NEXT_TOKEN, SPECIAL_TOKENS, UNK as UNK_TOKEN
-from ..models.encoder import InstructionTracePositionEmbedding
+from undertale.data.tokenizer import NEXT as NEXT_TOKEN, SPECIAL_TOKENS, UNK as UNK_TOKEN
+from undertale.data.positions import argument_index
 
 CLASSES = ("[NEXT]", "mnemonic", "register", "number", "memory", "other", "[UNK]")
 NEXT, MNEMONIC, REGISTER, NUMBER, MEMORY, OTHER, UNKNOWN = range(len(CLASSES))
@@ -119,7 +119,7 @@ def position_classes(tokens: Tensor, mask: Optional[Tensor], table: Tensor) -> T
     prefix = lexical >= PREFIX_FLAG
     classes = lexical % PREFIX_FLAG
     is_next = (classes == NEXT).long()
-    opening = InstructionTracePositionEmbedding.compute_argument_index(is_next, 1, mask) == 0
+    opening = argument_index(is_next, 1, mask) == 0
     for _ in range(MAX_PREFIXES):  # the word after a prefix that opens an instruction opens it too
         follows = torch.zeros_like(opening)
         follows[:, 1:] = opening[:, :-1] & prefix[:, :-1]

@@ -20,7 +20,7 @@ from elftools.elf.elffile import ELFFile
 ELF_MAGIC = b"\x7fELF"
 AR_MAGIC = b"!<arch>\n"
 
-# e_machine -> architecture name understood by undertale.data.disassembly
+# e_machine -> architecture name understood by undertale.data.corpus.disassembly
 ARCHITECTURES = {"EM_X86_64": "x86-64", "EM_386": "x86", "EM_AARCH64": "aarch64"}
 
 SHF_EXECINSTR = 0x4

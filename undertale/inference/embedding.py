@@ -23,7 +23,6 @@ says which windows make the vector:
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,10 +32,10 @@ import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from .data.tokenizer import PAD, load_tokenizer
-from .models.pooling import pool_functions
-from .models.similarity_settings import POOLINGS, pooled_width
-from .runs import RunDirectory
+from undertale.data.tokenizer import PAD, load_tokenizer
+from undertale.models.pooling import pool_functions, search_vectors
+from undertale.settings.similarity import POOLINGS, pooled_width
+from undertale.runtime.runs import RunDirectory
 
 WINDOWS = ("all", "first", "all+first")
 DEFAULT_WINDOWS = "all+first"
@@ -184,26 +183,16 @@ class FunctionEncoder:
         return pool_functions(hidden, torch.where(mask.bool(), rows, -1), len(hidden), self.pooling).cpu().numpy()
 
 
-def search_vectors(whole: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
-    """``windows=all+first``: each function's whole and entry vectors at unit length, side by side, / sqrt(2).
-
-    The result has unit length, and the dot product of two results is the mean of the two cosines. Used by
-    :meth:`FunctionEncoder.embed` and by a similarity model's validation, so both search with one vector.
-    """
-    unit = torch.nn.functional.normalize
-    return torch.cat([unit(whole.float(), dim=-1), unit(entry.float(), dim=-1)], dim=-1) / math.sqrt(2)
-
-
 def _module_class(run: RunDirectory) -> type:
     """The LightningModule class a run trained: its task's (``config.yaml``), masked-LM for older runs."""
     from omegaconf import OmegaConf
 
-    from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
     if run.config.is_file():
         task = OmegaConf.load(run.config).get("task") or {}
         if str(task.get("_target_", "")).endswith("SimilarityTask"):
-            from .models.similarity import InstructionTraceTransformerEncoderForSimilarity
+            from undertale.models.similarity import InstructionTraceTransformerEncoderForSimilarity
 
             return InstructionTraceTransformerEncoderForSimilarity
     return InstructionTraceTransformerEncoderForMaskedLM

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Optional
 
 from tokenizers import Tokenizer
 
-from .data.tokenizer import CONTINUATION, MASK, SPECIAL_TOKENS, UNK, load_tokenizer, special_ids
-from .runs import RunDirectory
+from undertale.data.tokenizer import CONTINUATION, MASK, SPECIAL_TOKENS, UNK, load_tokenizer, special_ids
+from undertale.runtime.runs import RunDirectory
 
 if TYPE_CHECKING:  # torch and lightning are imported only once a command has passed its checks (seconds saved)
     import torch
 
-    from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
 USAGE = __doc__.strip()
 KEYS = ("text", "run", "ckpt_path", "tokenizer", "device", "top")
@@ -308,7 +308,7 @@ def load_model(checkpoint: Path, device: "torch.device") -> "InstructionTraceTra
     Raises:
         Refusal: when the checkpoint cannot be loaded.
     """
-    from .models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
+    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
     try:
         model = InstructionTraceTransformerEncoderForMaskedLM.load_from_checkpoint(checkpoint, map_location=device)
