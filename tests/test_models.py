@@ -263,7 +263,8 @@ def test_attention_dropout_is_separate_from_the_hidden_dropout():
 
     def outputs_in_training(dropout, attention_dropout):
         torch.manual_seed(0)
-        encoder = InstructionTraceTransformerEncoder(2, 32, VOCAB, 16, 4, 64, NEXT, dropout, 1e-12, attention_dropout)
+        encoder = InstructionTraceTransformerEncoder(2, 32, VOCAB, 16, 4, 64, NEXT, dropout, 1e-12,
+                                                     attention_dropout=attention_dropout)
         encoder.train()
         return encoder(tokens), encoder(tokens), encoder
 

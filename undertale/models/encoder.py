@@ -174,6 +174,7 @@ class InstructionTraceTransformerEncoder(nn.Module):
         next_token_id: int,
         dropout: float,
         eps: float,
+        *,
         attention_dropout: Optional[float] = None,
     ):
         super().__init__()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, ClassVar, Iterator, Optional
 
 from undertale.settings.checks import check_probability
@@ -23,7 +24,7 @@ MAX_SEQUENCE_LENGTH = 8192
 
 
 @dataclass(frozen=True)
-class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
+class InstructionTraceTransformerEncoderForMaskedLMConfiguration(Mapping):
     """The sizes of an instruction-trace encoder (``vocab_size`` and token ids come from the tokenizer).
 
     Arguments:
@@ -90,17 +91,17 @@ class InstructionTraceTransformerEncoderForMaskedLMConfiguration:
         """A copy with some sizes changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    # Mapping protocol: `**preset` gives the model's keyword arguments.
-    def keys(self) -> list[str]:
-        return [field.name for field in dataclasses.fields(self)]
-
+    # A read-only Mapping of the sizes: `**preset`, `dict(preset)`, `preset.get("depth")`, `preset.items()`.
     def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
+        if key not in _FIELDS:
             raise KeyError(key)
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,6 +117,7 @@ def _divisor_near(width: int, heads: int) -> int:
 
 
 _Sizes = InstructionTraceTransformerEncoderForMaskedLMConfiguration
+_FIELDS = tuple(field.name for field in dataclasses.fields(_Sizes))
 _Sizes.tiny = _Sizes(depth=2, hidden_dimensions=128, heads=4, intermediate_dimensions=512, sequence_length=128,
                      dropout=0.0)  # trains on a laptop CPU in minutes
 _Sizes.small = _Sizes(depth=6, hidden_dimensions=512, heads=8, intermediate_dimensions=2048, sequence_length=512)
