@@ -8,6 +8,7 @@
     python -m undertale.data pairs OUTPUT SOURCES... [--levels O0,O1,O2,O3] [--compilers gcc,clang]
                                    [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."] [--build COMMAND]
                                    [--keep-objects DIR] [--validation-projects A,B --test-projects C,D]
+    python -m undertale.data stage DATASET_DIR SRC_DIR [--mirror URL] [--build OUTPUT] [--workers N]
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def _pairs(args: argparse.Namespace) -> None:
         workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
         held_out=held_out or None,
     )
+
+
+def _stage(args: argparse.Namespace) -> None:
+    from undertale.data.pairs.stage import run
+
+    run(args.dataset, args.src, mirror=args.mirror, build=args.build, workers=args.workers)
 
 
 def _join_cflags(argv: list[str]) -> list[str]:
@@ -145,6 +152,20 @@ def parser() -> argparse.ArgumentParser:
                             '--build "make CC={cc} CFLAGS=-{level}" (run in a copy of the project per compiler and level)')
     pairs.add_argument("--keep-objects", default=None, metavar="DIR", help="keep the object files in DIR")
     pairs.set_defaults(run=_pairs)
+
+    stage = commands.add_parser(
+        "stage", help="download pinned Debian source packages and stage their C projects as a dataset description says"
+    )
+    stage.add_argument("dataset", help="dataset directory: dataset.yaml and projects/<name>.yaml")
+    stage.add_argument("src", help="where the packages are downloaded and unpacked; SRC/stage/<name> is staged")
+    stage.add_argument("--mirror", default=None, metavar="URL",
+                       help="Debian mirror (default: the one in /etc/apt, else https://deb.debian.org/debian)")
+    stage.add_argument("--build", default=None, metavar="OUTPUT",
+                       help="then build the pairs dataset into OUTPUT with the dataset's split, levels, compilers, "
+                            "cflags (without it the pairs command is printed)")
+    stage.add_argument("--workers", type=int, default=None,
+                       help="parallel compilations of --build (default: all cores)")
+    stage.set_defaults(run=_stage)
     return root
 
 

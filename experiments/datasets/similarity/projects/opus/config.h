@@ -1,0 +1,24 @@
+#define CUSTOM_MODES 1
+#define ENABLE_HARDENING 1
+#define HAVE_DLFCN_H 1
+#define HAVE_INTTYPES_H 1
+#define HAVE_LRINT 1
+#define HAVE_LRINTF 1
+#define HAVE_MEMORY_H 1
+#define HAVE_STDINT_H 1
+#define HAVE_STDLIB_H 1
+#define HAVE_STRINGS_H 1
+#define HAVE_STRING_H 1
+#define HAVE_SYS_STAT_H 1
+#define HAVE_SYS_TYPES_H 1
+#define HAVE_UNISTD_H 1
+#define OPUS_BUILD /**/
+#define PACKAGE_BUGREPORT "opus@xiph.org"
+#define PACKAGE_NAME "opus"
+#define PACKAGE_STRING "opus 1.3.1"
+#define PACKAGE_TARNAME "opus"
+#define PACKAGE_URL ""
+#define PACKAGE_VERSION "1.3.1"
+#define STDC_HEADERS 1
+#define VAR_ARRAYS 1
+#define restrict __restrict
