@@ -164,3 +164,32 @@ def test_the_graph_sees_function_local_and_relative_imports(tmp_path):
              for target in _target(module, node, False)}
     assert found == {"undertale.models.encoder", "undertale.tasks"}
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def test_every_generated_target_resolves_to_its_class():
+    """The config store names its targets as strings (so the settings layer imports nothing above it)."""
+    from hydra.utils import get_class
+
+    from undertale.settings import store
+
+    for name in ("MODEL_TARGET", "COLLATOR_TARGET", "DATA_TARGET", "PAIRS_TARGET"):
+        path = getattr(store, name)
+        assert get_class(path).__qualname__ == path.rsplit(".", 1)[1]
+
+
+def test_the_generated_nodes_are_typed(tmp_path):
+    """OmegaConf checks the types of the generated groups when a config is composed."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf.errors import ValidationError
+
+    from undertale.settings.store import CONF, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["optimizer.lr=2", "data=binaries", "data.paths=/usr/bin"])
+        assert config.optimizer.lr == 2.0 and isinstance(config.optimizer.lr, float)
+        assert config.data.paths == "/usr/bin"  # a sequence field is checked by its settings class, not by type
+        for override in ("optimizer.lr=abc", "model.depth=1.5", "data.packing=maybe", "masking.probability=x"):
+            with pytest.raises(Exception) as raised:
+                compose("train", overrides=[override])
+            assert isinstance(raised.value.__cause__, ValidationError), override

@@ -164,8 +164,13 @@ def explain_composition_error(error: BaseException, overrides: list[str], config
         return (f"{group}={option}: no such option of {group}{_closest(option, options)} "
                 f"(options: {', '.join(options)})")
     cause = f"{text} {error.__cause__ or ''}"
-    unknown_key = re.search(r"Could not override '([^']+)'", text) or re.search(r"full_key: (\S+)", cause)
-    if unknown_key and "not in struct" in cause:
+    invalid = re.search(r"Value '(.*?)'(?: of type '\w+')? (?:could not be converted to (\w+)|is not a valid bool)", cause)
+    full_key = re.search(r"full_key: (\S+)", cause)
+    if invalid and full_key:  # a typed node refused a value (undertale.settings.store.typed_node)
+        kind = {"Float": "a number", "Integer": "an integer"}.get(invalid.group(2), "true or false")
+        return f"{full_key.group(1)} must be {kind}, got {invalid.group(1)!r}"
+    unknown_key = re.search(r"Could not override '([^']+)'", text) or full_key
+    if unknown_key and ("not in struct" in cause or re.search(r"Key '[^']+' not in '", cause)):
         key = unknown_key.group(1)
         parent, _, leaf = key.rpartition(".")
         known = _known_keys(parent, [item for item in overrides if _key_of(item) != key], config_name)
