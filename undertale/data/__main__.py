@@ -2,6 +2,9 @@
 
     python -m undertale.data corpus OUTPUT_DIR [PATHS ...] [--workers N] [--max-functions N] [--seed S]
                                     [--validation-fraction F] [--scheduler local|ADDRESS|FILE.json]
+    python -m undertale.data corpus OUTPUT_DIR --packages LIST [--mirror URL] [--suite bookworm] [--cache DIR]
+                                    [--allow-missing] [--workers N] ...
+    python -m undertale.data verify CORPUS_DIR [--cache DIR] [--no-inputs]
     python -m undertale.data tokenizer CORPUS_DIR OUTPUT_FILE [--vocabulary-size N] [--sequence-length L]
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
@@ -29,7 +32,27 @@ def _corpus(args: argparse.Namespace) -> None:
     options = CorpusOptions(
         seed=args.seed, validation_fraction=args.validation_fraction, max_functions=args.max_functions
     )
-    build_corpus(args.output, args.paths, options, workers=args.workers, scheduler=args.scheduler)
+    if args.packages is None:
+        for flag, value in (("--mirror", args.mirror), ("--cache", args.cache), ("--allow-missing", args.allow_missing)):
+            if value:
+                raise ValueError(f"{flag} needs --packages LIST")
+        build_corpus(args.output, args.paths, options, workers=args.workers, scheduler=args.scheduler)
+        return
+    if args.paths:
+        raise ValueError("give either PATHS or --packages LIST, not both")
+    if args.scheduler:
+        raise ValueError("--scheduler is not supported with --packages (the Debian build uses a process pool)")
+    from undertale.data.corpus.debian import build_debian_corpus, parse_list
+
+    pins = parse_list(args.packages)  # a syntax error stops here, before any work
+    build_debian_corpus(args.output, pins, options, workers=args.workers, mirror=args.mirror, suite=args.suite,
+                        cache_dir=args.cache, allow_missing=args.allow_missing, source_file=args.packages)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from undertale.data.corpus.verify import verify_corpus
+
+    return 1 if verify_corpus(args.corpus, cache=args.cache, inputs=not args.no_inputs) else 0
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
@@ -103,8 +126,29 @@ def parser() -> argparse.ArgumentParser:
     )
     corpus.add_argument("--max-functions", type=int, default=None, help="stop after this many unique functions")
     corpus.add_argument("--seed", type=int, default=0, help="seed of the file order and the split")
-    corpus.add_argument("--validation-fraction", type=float, default=0.05, help="share of binaries held out")
+    corpus.add_argument("--validation-fraction", type=float, default=0.05,
+                        help="share of binaries (of packages, with --packages) held out")
+    corpus.add_argument("--packages", default=None, metavar="LIST",
+                        help="build from pinned Debian binary packages: a file of name=version or "
+                             "name:arch=version lines (arch amd64 (default), arm64, i386); see docs/corpus.md")
+    corpus.add_argument("--mirror", default=None, metavar="URL",
+                        help="Debian mirror (default: the one in /etc/apt, else https://deb.debian.org/debian)")
+    corpus.add_argument("--suite", default="bookworm", help="suite whose Packages index resolves the pins")
+    corpus.add_argument("--cache", default=None, metavar="DIR",
+                        help="where .deb files are kept as DIR/debs/<sha256>.deb (default: $UNDERTALE_CACHE, "
+                             "else ~/.cache/undertale)")
+    corpus.add_argument("--allow-missing", action="store_true",
+                        help="succeed although packages failed (they are listed in the manifest); default: exit 2 "
+                             "after building the others")
     corpus.set_defaults(run=_corpus)
+
+    verify = commands.add_parser("verify", help="check a corpus's shards (and its inputs, where available) "
+                                                "against its manifest; exit 0 OK, 1 FAILED")
+    verify.add_argument("corpus", help="corpus directory")
+    verify.add_argument("--cache", default=None, metavar="DIR",
+                        help="the cache holding debs/<sha256>.deb (default: the one the manifest records)")
+    verify.add_argument("--no-inputs", action="store_true", help="check the shards and the fingerprint only")
+    verify.set_defaults(run=_verify)
 
     tokenizer = commands.add_parser("tokenizer", help="train a tokenizer on a corpus")
     tokenizer.add_argument("corpus", help="corpus directory (or any parquet shards with a disassembly column)")
@@ -172,11 +216,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(_join_cflags(list(sys.argv[1:] if argv is None else argv)))
     try:
-        args.run(args)
+        code = args.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

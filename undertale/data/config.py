@@ -1,4 +1,4 @@
-"""``data=system|binaries|parquet``: the data settings, prepared into shards and loaded for a task's collator.
+"""``data=system|binaries|parquet|debian``: the data settings, prepared into shards and loaded for a task's collator.
 
 ``python train.py data=...`` instantiates :class:`DataConfig`; :meth:`DataConfig.prepare`
 builds (or reuses) corpus, tokenizer and tokenized shards, and
@@ -31,6 +31,10 @@ class DataConfig(DataSettings):
             cache_dir=self.cache,
             paths=list(self.paths) if self.paths else None,
             directory=self.directory,
+            packages=self.packages,
+            mirror=self.mirror,
+            suite=self.suite,
+            allow_missing=self.allow_missing,
             tokenizer=self.tokenizer,
             sequence_length=sequence_length,
             merges=self.merges,

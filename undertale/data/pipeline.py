@@ -6,7 +6,10 @@ Sources:
   (``system`` reads this machine's binaries when no paths are given;
   ``binaries`` needs paths);
 - ``parquet``: an existing directory of shards, either disassembly (a
-  ``disassembly`` column) or already tokenized (``tokens`` and ``mask``).
+  ``disassembly`` column) or already tokenized (``tokens`` and ``mask``);
+- ``debian``: pinned Debian binary packages (a package list file), downloaded
+  into ``cache_dir/debs/<sha256>.deb`` and disassembled into a corpus
+  (:mod:`undertale.data.corpus.debian`).
 
 The corpus, the tokenizer, the tokenized shards and the packed shards live
 under ``cache_dir`` and are reused when their inputs (and the format version of
@@ -39,7 +42,7 @@ from undertale.data.tokenizer import load_tokenizer, train_tokenizer
 COMPLETE = "complete.json"
 LOCK = ".prepare.lock"
 # Bump when a tokenizer trained from the same corpus and settings would differ: cached tokenizers are retrained.
-TOKENIZER_FORMAT = 1
+TOKENIZER_FORMAT = 2
 
 _held = threading.local()  # lock files this thread holds, so that cache_lock nests
 
@@ -118,11 +121,15 @@ def prepare(
     packing: bool = False,
     progress: bool = True,
     scheduler: Optional[str] = None,
+    packages: Optional[str] = None,
+    mirror: Optional[str] = None,
+    suite: str = "bookworm",
+    allow_missing: bool = False,
 ) -> PreparedData:
     """Build (or reuse) corpus, tokenizer and tokenized shards for one data source.
 
     Arguments:
-        source: ``system`` (this machine's binaries, or ``paths``), ``binaries`` or ``parquet``.
+        source: ``system`` (this machine's binaries, or ``paths``), ``binaries``, ``parquet`` or ``debian``.
         cache_dir: where built artefacts are kept.
         paths: ELF files/directories/globs (the system directories when empty).
         directory: the shard directory for ``parquet``.
@@ -136,6 +143,9 @@ def prepare(
         progress: show progress bars.
         scheduler: run disassembly, tokenization and packing as Dask tasks (one per file or shard):
             ``local``, a scheduler address or a scheduler file; None: this machine's processes.
+        packages: the package list file of ``debian``.
+        mirror, suite: where ``debian`` resolves and downloads its packages (mirror None: /etc/apt's).
+        allow_missing: ``debian`` builds without the packages that fail instead of stopping.
 
     Raises:
         ValueError: for an unknown source, ``binaries`` without ``paths``, ``parquet`` without ``directory``,
@@ -149,8 +159,15 @@ def prepare(
         )
     if source == "parquet" and not directory:
         raise ValueError("data source 'parquet' needs data.directory (a folder of parquet shards)")
-    if source not in ("system", "binaries", "parquet"):
-        raise ValueError(f"unknown data source {source!r}; choose 'system', 'binaries' or 'parquet'")
+    if source == "debian" and not packages:
+        raise ValueError("data source 'debian' needs data.packages (a package list file)")
+    if source not in ("system", "binaries", "parquet", "debian"):
+        raise ValueError(f"unknown data source {source!r}; choose 'system', 'binaries', 'parquet' or 'debian'")
+    pins = None
+    if source == "debian":
+        from undertale.data.corpus.debian import parse_list
+
+        pins = parse_list(packages)  # a syntax error stops here, before any work
     cache = Path(cache_dir).expanduser()
     dask = (scheduler, workers)  # each step that has work to do connects (a cached step starts no cluster)
     with cache_lock(cache):
@@ -161,7 +178,10 @@ def prepare(
             load_tokenizer(tokenizer)
             prepared = PreparedData(shards, Path(tokenizer), None)
         else:
-            if shards is None:
+            if pins is not None:
+                corpus, corpus_id = _debian_corpus(cache, pins, packages, corpus_options or CorpusOptions(), workers,
+                                                   mirror, suite, allow_missing, progress)
+            elif shards is None:
                 corpus, corpus_id = _corpus(cache, paths, corpus_options or CorpusOptions(), workers, progress, scheduler)
             else:
                 corpus, corpus_id = shards, _files_digest(shards)
@@ -200,6 +220,19 @@ def _corpus(
     corpus = cache / "corpus" / _digest(sorted(paths or []), options.__dict__)
     build_corpus(corpus, paths, options, workers=workers, progress=progress, scheduler=scheduler)
     return corpus, json.loads((corpus / "manifest.json").read_text())["key"][:16]
+
+
+def _debian_corpus(
+    cache: Path, pins: list, packages: str, options: CorpusOptions, workers: Optional[int], mirror: Optional[str],
+    suite: str, allow_missing: bool, progress: bool,
+) -> tuple[Path, str]:
+    """The corpus of pinned Debian packages (built or reused; the ``.deb`` files under ``cache/debs``) and its key."""
+    from undertale.data.corpus.debian import build_debian_corpus, debian_key
+
+    corpus = cache / "corpus" / f"debian-{debian_key(pins, options)[:16]}"
+    manifest = build_debian_corpus(corpus, pins, options, workers=workers, mirror=mirror, suite=suite, cache_dir=cache,
+                                   allow_missing=allow_missing, progress=progress, source_file=packages)
+    return corpus, manifest["key"][:16]
 
 
 def _trained_tokenizer(

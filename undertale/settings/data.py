@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-SOURCES = ("system", "binaries", "parquet")
+SOURCES = ("system", "binaries", "parquet", "debian")
+DEBIAN_SUITE = "bookworm"
 CACHE_ENVIRONMENT = "UNDERTALE_CACHE"
 # byte-pair budget for numbers when a tokenizer is trained (whole tokens come on top)
 DEFAULT_MERGES = 4096
@@ -28,10 +29,17 @@ class DataSettings:
 
     Arguments:
         source: ``system`` (this machine's binaries, or ``paths`` to narrow them), ``binaries``
-            (``paths`` required) or ``parquet`` (``directory`` required: disassembly shards, or
-            already tokenized shards together with ``tokenizer``).
+            (``paths`` required), ``parquet`` (``directory`` required: disassembly shards, or
+            already tokenized shards together with ``tokenizer``) or ``debian`` (``packages`` required:
+            pinned Debian binary packages, downloaded and cached by hash).
         paths: ELF files, directories or globs.
         directory: a folder of parquet shards with ``train/`` and ``validation/``.
+        packages: for ``debian``: a package list file (``name=version`` or ``name:arch=version`` lines;
+            see docs/corpus.md), required.
+        mirror: for ``debian``: the Debian mirror URL (None: /etc/apt's, else https://deb.debian.org/debian).
+        suite: for ``debian``: the suite whose ``Packages`` index resolves the pins.
+        allow_missing: for ``debian``: build without the packages that fail (listed in the manifest)
+            instead of stopping.
         tokenizer: an existing ``tokenizer.json``; None trains one on the corpus (cached).
         merges: byte-pair budget for numbers when training a tokenizer.
         tokenizer_functions: functions sampled to train the tokenizer.
@@ -58,6 +66,10 @@ class DataSettings:
     source: str = "system"
     paths: Optional[Sequence[str]] = None
     directory: Optional[str] = None
+    packages: Optional[str] = None
+    mirror: Optional[str] = None
+    suite: str = DEBIAN_SUITE
+    allow_missing: bool = False
     tokenizer: Optional[str] = None
     merges: int = DEFAULT_MERGES
     tokenizer_functions: int = 50_000
@@ -83,6 +95,17 @@ class DataSettings:
             )
         if self.source == "parquet" and not self.directory:
             raise ValueError("directory is required for data=parquet: data.directory=<folder of parquet shards>")
+        if self.source == "debian" and not self.packages:
+            raise ValueError("packages is required for data=debian: data.packages=<package list file> "
+                             "(name=version lines; corpora/debian-bookworm-small.txt is one)")
+        for name in ("packages", "mirror"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if self.mirror is not None and not self.mirror.startswith(("http://", "https://")):
+            raise ValueError(f"mirror must be an http:// or https:// URL, got {self.mirror!r}")
+        if not isinstance(self.suite, str) or not self.suite.strip() or "/" in self.suite:
+            raise ValueError(f"suite must be a Debian suite name such as bookworm, got {self.suite!r}")
         if isinstance(self.paths, str):
             object.__setattr__(self, "paths", [self.paths])
         for name, low in (("merges", 0), ("tokenizer_functions", 1), ("batch_size", 1), ("num_workers", 0),
@@ -96,7 +119,7 @@ class DataSettings:
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
             raise ValueError(f"validation_fraction must be within [0, 1), got {fraction!r}")
-        for name in ("packing", "pin_memory"):
+        for name in ("packing", "pin_memory", "allow_missing"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")

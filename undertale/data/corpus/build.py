@@ -8,7 +8,14 @@ Output layout::
 
 Files are decoded in parallel (a process pool, or Dask tasks with ``scheduler``:
 see :mod:`undertale.data.corpus.distributed`); functions are deduplicated by a hash of
-their bytes; the train/validation split is by binary and deterministic for a seed.
+their bytes; the train/validation split is by binary and deterministic for a seed
+(by package for Debian corpora: :mod:`undertale.data.corpus.debian`).
+
+Two hashes identify a corpus. ``key`` is the cache lookup key, cheap to compute before any work
+(for files: their paths, sizes and mtimes; for Debian: the pinned package list). ``fingerprint`` is
+content-based (:func:`content_fingerprint`): the SHA256 of every input's content, sorted, with
+:data:`FORMAT_VERSION` and the build options; paths and mtimes are not part of it. The manifest lists
+every input with its SHA256 and every shard with its size and SHA256 (``verify`` checks them).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import shutil
 import time
 from collections import Counter
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -37,7 +44,8 @@ from undertale.data.corpus.read import SCHEMA, FileResult, read_file
 
 SPLITS = ("train", "validation")
 # Bump when the rows a build produces change for the same inputs: cached corpora are rebuilt.
-FORMAT_VERSION = 2
+# 3: manifests record inputs with their SHA256, shard digests and the content fingerprint.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 
 
@@ -119,11 +127,123 @@ class ShardWriter:
 
 
 def _fingerprint(files: Sequence[str], options: CorpusOptions) -> str:
+    """The cache lookup key of a build from files: their paths, sizes and mtimes (cheap; not the content)."""
     digest = hashlib.sha256(json.dumps([__version__, FORMAT_VERSION, asdict(options)]).encode())
     for path in files:
         status = os.stat(path)
         digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def content_fingerprint(digests: Iterable[str], options: CorpusOptions, extra: Optional[dict] = None) -> str:
+    """The content fingerprint of a corpus: SHA256 over :data:`FORMAT_VERSION`, the build options, ``extra``
+    (for Debian: the pinned package list, which decides the split) and each input's SHA256, sorted.
+
+    Paths, mtimes, the machine, the number of workers and the time are not part of it.
+    """
+    digest = hashlib.sha256(
+        json.dumps({"format": FORMAT_VERSION, "options": asdict(options), "extra": extra or {}}, sort_keys=True).encode()
+    )
+    for value in sorted(digests):
+        digest.update(value.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def manifest_fingerprint(manifest: dict) -> str:
+    """:func:`content_fingerprint` of a corpus from what its manifest records (its inputs' SHA256 and options),
+    so that ``verify`` recomputes exactly what the build computed."""
+    parameters = manifest["parameters"]
+    options = CorpusOptions(**{item.name: parameters[item.name] for item in fields(CorpusOptions)})
+    if manifest.get("source") == "debian":
+        digests = [item["sha256"] for record in manifest["packages"] for item in record["files"]]
+        extra = {"source": "debian", "max_member_bytes": manifest["max_member_bytes"],
+                 "packages": sorted(f"{r['package']}:{r['arch']}={r['version']}" for r in manifest["packages"])}
+        return content_fingerprint(digests, options, extra)
+    return content_fingerprint([item["sha256"] for item in manifest["input_files"]], options)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_digests(output: Path, shards: dict[str, list[str]]) -> dict[str, dict]:
+    """``{"train/shard-00000.parquet": {"size": ..., "sha256": ...}, ...}`` of a corpus's shards."""
+    return {
+        f"{split}/{name}": {"size": (output / split / name).stat().st_size, "sha256": file_sha256(output / split / name)}
+        for split in SPLITS
+        for name in shards.get(split, [])
+    }
+
+
+def write_manifest(output: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically (last: its presence marks a complete corpus)."""
+    temporary = output / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2))
+    os.replace(temporary, output / MANIFEST)
+
+
+class CorpusWriter:
+    """Turns each input's :class:`FileResult` into rows of its split: global deduplication (a function
+    already written is dropped; validation inputs come first, so a function in both splits stays in
+    validation), ``max_functions`` budgets, running totals, skipped files with their reasons."""
+
+    def __init__(self, output: Path, options: CorpusOptions, assigned: Sequence[str]):
+        self.output = output
+        (output / MANIFEST).unlink(missing_ok=True)
+        for split in SPLITS:
+            shutil.rmtree(output / split, ignore_errors=True)
+        self.writers = {split: ShardWriter(output / split, options.rows_per_shard) for split in SPLITS}
+        self.budgets = _budgets(options, list(assigned))
+        self.seen: set[str] = set()
+        self.skipped: dict[str, str] = {}
+        self.totals: Counter = Counter()
+
+    def add(self, result: FileResult, split: str) -> bool:
+        """Take one file's rows; True when ``split`` has reached its ``max_functions`` budget."""
+        if result.error is not None:
+            self.skipped[result.path] = result.error
+            return False
+        totals, writer = self.totals, self.writers[split]
+        totals["files"] += 1
+        totals["decoded_instructions"] += result.instructions
+        fresh = []
+        for row in result.rows:
+            if row["id"] not in self.seen:
+                self.seen.add(row["id"])
+                fresh.append(row)
+        repeats = 0  # a function first met below min_instructions still makes its repeats duplicates
+        for identity in result.filtered:
+            repeats += identity in self.seen
+            self.seen.add(identity)
+        totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates + repeats
+        budget = self.budgets[split]
+        if budget is not None:
+            fresh = fresh[: max(0, budget - writer.rows - len(writer.buffer))]
+        totals["functions"] += len(fresh)
+        totals["instructions"] += sum(row["instructions"] for row in fresh)
+        totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
+        writer.add(fresh)
+        return budget is not None and writer.rows + len(writer.buffer) >= budget
+
+    def full(self, split: str) -> bool:
+        budget = self.budgets[split]
+        return budget is not None and self.writers[split].rows + len(self.writers[split].buffer) >= budget
+
+    def close(self) -> dict[str, list[str]]:
+        """Write the last shards; returns the shard names of each split."""
+        for writer in self.writers.values():
+            writer.close()
+        return {split: self.writers[split].shards for split in SPLITS}
+
+    def counts(self) -> dict:
+        return dict(self.totals) | {split: self.writers[split].rows for split in SPLITS}
+
+    def skipped_reasons(self) -> dict[str, int]:
+        return dict(Counter(reason.split(":")[0] for reason in self.skipped.values()).most_common())
 
 
 def load_manifest(directory: str | os.PathLike) -> Optional[dict]:
@@ -177,20 +297,14 @@ def build_corpus(
     existing = load_manifest(output)
     if existing is not None and existing.get("key") == key:
         if progress:
-            print(f"corpus: reusing {output} ({existing['counts']['functions']:,} functions)")
+            print(f"corpus: reusing {output} ({existing['counts']['functions']:,} functions, "
+                  f"fingerprint {existing.get('fingerprint')})")
         return existing
 
-    (output / MANIFEST).unlink(missing_ok=True)
-    for split in SPLITS:
-        shutil.rmtree(output / split, ignore_errors=True)
-    writers = {split: ShardWriter(output / split, options.rows_per_shard) for split in SPLITS}
     splits = split_of(files, options.seed, options.validation_fraction)
     order = sorted(files, key=lambda path: hashlib.blake2b(f"order:{options.seed}:{path}".encode()).digest())
-
-    budgets = _budgets(options, [splits[path] for path in files])
-    seen: set[str] = set()
-    skipped: dict[str, str] = {}
-    totals = Counter()
+    corpus = CorpusWriter(output, options, [splits[path] for path in files])
+    digests: dict[str, tuple[str, int]] = {}  # path -> (sha256, size) of every input read
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
     with _FileReader(scheduler, workers) as reader:
@@ -204,59 +318,45 @@ def build_corpus(
             with closing(reader.read(jobs)) as results:
                 for result in results:
                     bar.update()
-                    if result.error is not None:
-                        skipped[result.path] = result.error
-                        continue
-                    totals["files"] += 1
-                    totals["decoded_instructions"] += result.instructions
-                    fresh = []
-                    for row in result.rows:
-                        if row["id"] not in seen:
-                            seen.add(row["id"])
-                            fresh.append(row)
-                    repeats = 0  # a function first met below min_instructions still makes its repeats duplicates
-                    for identity in result.filtered:
-                        repeats += identity in seen
-                        seen.add(identity)
-                    totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates + repeats
-                    if budgets[split] is not None:
-                        fresh = fresh[: max(0, budgets[split] - writers[split].rows - len(writers[split].buffer))]
-                    totals["functions"] += len(fresh)
-                    totals["instructions"] += sum(row["instructions"] for row in fresh)
-                    totals["skipped_bytes"] += sum(row["skipped_bytes"] for row in fresh)
-                    writers[split].add(fresh)
+                    if result.sha256 is not None:
+                        digests[result.path] = (result.sha256, result.size)
+                    full = corpus.add(result, split)
                     elapsed = max(time.perf_counter() - started, 1e-9)
+                    totals = corpus.totals
                     bar.set_postfix(
                         functions=f"{totals['functions']:,}",
                         fn_per_s=f"{totals['functions'] / elapsed:,.0f}",
                         insn_per_s=f"{totals['decoded_instructions'] / elapsed:,.0f}",
                     )
-                    budget = budgets[split]
-                    if budget is not None and writers[split].rows + len(writers[split].buffer) >= budget:
+                    if full:
                         break
     bar.close()
-    if not totals["functions"]:
-        reasons = Counter(reason.split(":")[0] for reason in skipped.values()).most_common(3)
+    if not corpus.totals["functions"]:
+        reasons = Counter(reason.split(":")[0] for reason in corpus.skipped.values()).most_common(3)
         raise ValueError(f"no functions found in {len(files)} input file(s); most common reasons: {reasons}")
-    for writer in writers.values():
-        writer.close()
+    shards = corpus.close()
     elapsed = time.perf_counter() - started
+    # With max_functions, the files never read are not inputs of this corpus: the fingerprint covers those read.
+    inputs = [{"path": path, "sha256": sha, "size": size} for path, (sha, size) in sorted(digests.items())]
     manifest = {
         "undertale_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "source": "files",
         "key": key,
         "inputs": list(paths) if paths else list(SYSTEM_DIRECTORIES),
         "files": len(files),
         "parameters": asdict(options) | {"workers": reader.workers} | ({"scheduler": scheduler} if scheduler else {}),
-        "counts": dict(totals) | {split: writers[split].rows for split in SPLITS},
-        "skipped_reasons": dict(Counter(reason.split(":")[0] for reason in skipped.values()).most_common()),
-        "skipped_files": skipped,
-        "shards": {split: writers[split].shards for split in SPLITS},
+        "counts": corpus.counts(),
+        "skipped_reasons": corpus.skipped_reasons(),
+        "skipped_files": corpus.skipped,
+        "shards": shards,
+        "shard_files": shard_digests(output, shards),
+        "input_files": inputs,
         "seconds": round(elapsed, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    temporary = output / (MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2))
-    os.replace(temporary, output / MANIFEST)
+    manifest["fingerprint"] = manifest_fingerprint(manifest)
+    write_manifest(output, manifest)
     if progress:
         print(summary(manifest, output))
     return manifest
@@ -301,6 +401,7 @@ def summary(manifest: dict, output: Path) -> str:
     seconds = max(manifest["seconds"], 1e-9)
     lines = [
         f"corpus: {output}",
+        f"  fingerprint {manifest.get('fingerprint')}",
         f"  {counts['functions']:,} functions ({counts['train']:,} train, {counts['validation']:,} validation), "
         f"{counts['instructions']:,} instructions from {counts['files']:,} files",
         f"  {counts.get('duplicates', 0):,} duplicate functions dropped, {counts.get('skipped_bytes', 0):,} "
@@ -308,7 +409,13 @@ def summary(manifest: dict, output: Path) -> str:
         f"  {seconds:.1f} s: {counts['functions'] / seconds:,.0f} functions/s, "
         f"{counts['instructions'] / seconds:,.0f} instructions/s",
     ]
+    if "packages_failed" in counts:
+        lines.insert(2, f"  {counts['packages']:,} packages ({counts['deb_bytes'] / 1e6:,.1f} MB of .deb, "
+                        f"{counts['downloaded_bytes'] / 1e6:,.1f} MB downloaded by this run), "
+                        f"{counts['packages_failed']:,} failed")
     if manifest["skipped_reasons"]:
         reasons = ", ".join(f"{reason} ({count})" for reason, count in list(manifest["skipped_reasons"].items())[:4])
         lines.append(f"  skipped {len(manifest['skipped_files']):,} files: {reasons}")
+    for spec, reason in manifest.get("failed_packages", {}).items():
+        lines.append(f"  FAILED {reason if reason.startswith(spec) else f'{spec}: {reason}'}")
     return "\n".join(lines)

@@ -46,15 +46,19 @@ class _Section:
     index: int
 
 
+def data_kind(data: bytes) -> Optional[str]:
+    """``"elf"``, ``"ar"`` or None, from the magic bytes at the start of ``data``."""
+    if data.startswith(ELF_MAGIC):
+        return "elf"
+    if data[:8] == AR_MAGIC:
+        return "ar"
+    return None
+
+
 def file_kind(path: str) -> Optional[str]:
     """``"elf"``, ``"ar"`` or None, from the file's magic bytes."""
     with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(ELF_MAGIC):
-        return "elf"
-    if head == AR_MAGIC:
-        return "ar"
-    return None
+        return data_kind(handle.read(8))
 
 
 def archive_members(data: bytes) -> Iterator[tuple[str, bytes]]:
@@ -270,17 +274,29 @@ def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
 def file_functions(path: str) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
     """Yield (member, architecture, functions) for an ELF file or each ELF member of an archive.
 
-    ``member`` is empty for a plain ELF file.
+    ``member`` is empty for a plain ELF file. The file is read whole, then as :func:`data_functions`.
 
     Raises:
         UnsupportedFile: when the file is neither ELF nor an archive, or has an unsupported architecture.
         ELFError: for a corrupt or truncated file.
     """
-    kind = file_kind(path)
-    if kind is None:
+    if file_kind(path) is None:
         raise UnsupportedFile("not an ELF file")
     with open(path, "rb") as handle:
         data = handle.read()
+    yield from data_functions(data)
+
+
+def data_functions(data: bytes) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
+    """:func:`file_functions` of a file's bytes (an ELF image or an ``ar`` archive of them), read from memory.
+
+    Raises:
+        UnsupportedFile: when the bytes are neither ELF nor an archive, or have an unsupported architecture.
+        ELFError: for a corrupt or truncated image.
+    """
+    kind = data_kind(data)
+    if kind is None:
+        raise UnsupportedFile("not an ELF file")
     if kind == "elf":
         architecture, functions = elf_functions(data)
         yield "", architecture, functions

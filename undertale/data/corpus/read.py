@@ -14,7 +14,7 @@ import pyarrow as pa
 from elftools.common.exceptions import ELFError
 
 from undertale.data.corpus.disassembly import disassemble_many
-from undertale.data.corpus.elf import UnsupportedFile, file_functions
+from undertale.data.corpus.elf import UnsupportedFile, data_functions
 
 SCHEMA = pa.schema(
     [
@@ -37,6 +37,8 @@ class FileResult:
 
     path: str
     rows: list[dict] = field(default_factory=list)
+    sha256: Optional[str] = None  # of the file's content (None when it could not be read)
+    size: int = 0
     instructions: int = 0
     skipped_bytes: int = 0
     duplicates: int = 0
@@ -56,11 +58,25 @@ def read_file(path: str, min_instructions: int = 1, seen: Optional[set[str]] = N
     duplicates and not decoded again (``seen`` is updated). The ids of functions
     with fewer than ``min_instructions`` are listed in ``filtered``, so that the
     build counts their repeats as duplicates whichever worker decodes them.
+    The file is read whole and decoded as :func:`read_bytes` (``source`` is its path).
     """
-    result = FileResult(path)
     try:
-        for member, architecture, functions in file_functions(path):
-            source = f"{path}({member})" if member else path
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return FileResult(path, error=f"corrupt or unreadable ELF: {type(error).__name__}: {error}")
+    return read_bytes(data, path, min_instructions, seen)
+
+
+def read_bytes(data: bytes, source_name: str, min_instructions: int = 1, seen: Optional[set[str]] = None) -> FileResult:
+    """:func:`read_file` of a file's content already in memory (e.g. a member of a ``.deb``).
+
+    ``source_name`` names the file in the rows' ``source`` column and in ``FileResult.path``.
+    """
+    result = FileResult(source_name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    try:
+        for member, architecture, functions in data_functions(data):
+            source = f"{source_name}({member})" if member else source_name
             kept = []
             for function in functions:
                 identity = function_id(function.code)
