@@ -277,8 +277,13 @@ def _tokenized(
 def _packed(prepared: PreparedData, cache: Path, progress: bool,
             dask: tuple[Optional[str], Optional[int]] = (None, None)) -> PreparedData:
     """The same data with several functions packed into each row, built once per content of the tokenized
-    shards (shards rewritten in place are packed again) and per :data:`~undertale.data.packing.PACKING_FORMAT`."""
-    packed = cache / "packed" / _digest(PACKING_FORMAT, _files_digest(prepared.tokenized))
+    shards (shards of a user's rewritten in place are packed again) and per
+    :data:`~undertale.data.packing.PACKING_FORMAT`."""
+    tokenized = prepared.tokenized
+    # a cached tokenization is named by its content (corpus, tokenizer, format): the same name on any machine;
+    # shards a user gave are keyed by their files, since they may be rewritten in place
+    own = tokenized.resolve().parent == (cache / "tokenized").resolve()
+    packed = cache / "packed" / _digest(PACKING_FORMAT, tokenized.name if own else _files_digest(tokenized))
     if not (packed / "packing.json").is_file():
         with _runner(dask) as runner:
             counts = pack_directory(prepared.tokenized, packed, progress=progress, runner=runner)
