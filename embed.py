@@ -1,6 +1,6 @@
 """Embed every function of some binaries (or of a corpus) with a trained encoder.
 
-    python embed.py run=outputs/train/runs/<time> paths=[/usr/bin/ls] output=ls.parquet
+    python embed.py run=outputs/train/runs/<time> binaries=[/usr/bin/ls] output=ls.parquet
     python embed.py run=<run dir> corpus=<corpus or pairs dir> output=vectors.parquet pooling=first
 
 Writes one row per function: source, name, address, size, instructions and

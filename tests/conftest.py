@@ -1,4 +1,5 @@
-"""Shared fixtures: a small, real data cache that the end-to-end tests train on."""
+"""Shared fixtures: a small, real data cache, a short trained run and generated pairs, each built once per
+session (by the first xdist worker that needs it, under a file lock; the others reuse it: tests/helpers.py)."""
 
 import os
 import random
@@ -10,12 +11,10 @@ from undertale.settings.store import register_configs
 from undertale.data.corpus.build import CorpusOptions
 from undertale.data.pipeline import PreparedData, prepare
 
-register_configs()  # the generated config groups (model sizes, optimizer, masking, data), as train.py does
+from helpers import BINARIES, MAX_FUNCTIONS, SEQUENCE_LENGTH, shared_directory, small, train_in_process
+from helpers import ROOT  # noqa: F401  (tests import ROOT and small from here too)
 
-ROOT = Path(__file__).resolve().parents[1]
-BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
-SEQUENCE_LENGTH = 64
-MAX_FUNCTIONS = 3000
+register_configs()  # the generated config groups (model sizes, optimizer, masking, data), as train.py does
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -23,13 +22,13 @@ def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject.toml's default): one worker per core, at most 4.
 
     Each worker's torch already uses every core, and the end-to-end tests start processes of their own
-    (DDP ranks, sweep jobs); more workers would only crowd them. Session fixtures are built once per worker.
+    (DDP ranks, sweep jobs); more workers would only crowd them. Session fixtures are built once per session.
     """
     return max(1, min(os.cpu_count() or 1, 4))
 
 
 def prepare_small(cache: Path, packing: bool = False) -> PreparedData:
-    """The data ``small`` asks for, prepared (or reused) in ``cache``."""
+    """The data ``small`` (debug=smoke on the test binaries) asks for, prepared (or reused) in ``cache``."""
     return prepare(
         "binaries", cache, paths=BINARIES, sequence_length=SEQUENCE_LENGTH, tokenizer_functions=MAX_FUNCTIONS,
         corpus_options=CorpusOptions(seed=0, validation_fraction=0.05, max_functions=MAX_FUNCTIONS),
@@ -38,38 +37,27 @@ def prepare_small(cache: Path, packing: bool = False) -> PreparedData:
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
+def cache(tmp_path_factory, worker_id) -> Path:
     """A data cache prepared once, exactly as the small training runs ask for it (see ``small``)."""
-    directory = tmp_path_factory.mktemp("cache")
-    prepare_small(directory, packing=True)
-    return directory
-
-
-def small(cache: Path, steps: int = 12) -> list[str]:
-    """Overrides that shrink the quickstart to seconds: a few binaries, short sequences, few steps."""
-    return [
-        "trainer=cpu", "callbacks=none", f"paths.cache_dir={cache}",
-        f"data.paths=[{','.join(BINARIES)}]", f"data.max_functions={MAX_FUNCTIONS}",
-        f"data.tokenizer_functions={MAX_FUNCTIONS}", "data.batch_size=16", "data.num_workers=0",
-        f"model.sequence_length={SEQUENCE_LENGTH}", f"trainer.max_steps={steps}", "trainer.val_check_interval=6",
-        "trainer.limit_val_batches=4", "trainer.log_every_n_steps=2", "optimizer.lr=3e-3",
-    ]
+    return shared_directory(tmp_path_factory, worker_id, "cache", lambda path: prepare_small(path, packing=True))
 
 
 @pytest.fixture(scope="session")
-def trained_run(cache, tmp_path_factory) -> Path:
-    """One real 12-step training run (tiny model, ``[UNK]`` kept out of the targets) that read-only tests share."""
-    import subprocess
-    import sys
+def trained_run(cache, tmp_path_factory, worker_id) -> Path:
+    """One real 12-step training run (tiny model, ``[UNK]`` kept out of the targets, W&B offline) that read-only
+    tests share; a test that writes into a run works on a copy (``trained_copy``)."""
+    def build(directory: Path) -> None:
+        train_in_process(*small(cache), 'masking.exclude=["[UNK]"]', f"hydra.run.dir={directory / 'run'}")
 
-    run_dir = tmp_path_factory.mktemp("shared") / "run"
-    environment = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "train.py", *small(cache), 'masking.exclude=["[UNK]"]', f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return shared_directory(tmp_path_factory, worker_id, "shared", build) / "run"
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path) -> Path:
+    """A copy of the shared run for a test that writes into it (evaluation.json, similarity.json)."""
+    import shutil
+
+    return Path(shutil.copytree(trained_run, tmp_path / "trained"))
 
 
 # --- pairs compiled from generated C projects (task=similarity, examples) ----------------------------
@@ -105,14 +93,14 @@ def generated_project(root: Path, name: str, functions: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="session")
-def generated_pairs(tmp_path_factory) -> Path:
+def generated_pairs(tmp_path_factory, worker_id) -> Path:
     """Three generated projects at O0 and O3: two train, one validation (split by project)."""
-    root = tmp_path_factory.mktemp("projects")
-    sources = [generated_project(root, name, 60, seed) for seed, name in enumerate(("alpha", "bravo", "charlie"))]
-    output = root / "pairs"
-    from undertale.data.pairs.build import build_pairs
+    def build(root: Path) -> None:
+        from undertale.data.pairs.build import build_pairs
 
-    manifest = build_pairs(output, sources, levels=("O0", "O3"), compilers=("gcc",), split=(0.6, 0.4, 0.0),
-                           workers=2, progress=False)
-    assert len(manifest["projects"]["train"]) == 2 and len(manifest["projects"]["validation"]) == 1
-    return output
+        sources = [generated_project(root, name, 60, seed) for seed, name in enumerate(("alpha", "bravo", "charlie"))]
+        manifest = build_pairs(root / "pairs", sources, levels=("O0", "O3"), compilers=("gcc",),
+                               split=(0.6, 0.4, 0.0), workers=2, progress=False)
+        assert len(manifest["projects"]["train"]) == 2 and len(manifest["projects"]["validation"]) == 1
+
+    return shared_directory(tmp_path_factory, worker_id, "projects", build) / "pairs"

@@ -61,10 +61,11 @@ def test_probes_run_in_the_trainers_precision_as_under_fsdp_mixed_precision(trai
     outside it and failed on an H100 with "mat1 and mat2 must have the same dtype". The same failure
     on CPU: the layers' linear weights in bf16 (CPU's layer norm, unlike the compiled CUDA graph,
     also refuses bf16 weights on float inputs, so the norms stay float32)."""
-    from undertale.inference.fill_mask import find_checkpoint, load_model
+    from undertale.inference.fill_mask import load_model
+    from undertale.runtime.runs import RunDirectory
     from undertale.training.callbacks import Probes
 
-    model = load_model(find_checkpoint(None, str(trained_run)), torch.device("cpu"))
+    model = load_model(RunDirectory(trained_run), RunDirectory(trained_run).checkpoint(), torch.device("cpu"))
     for module in model.encoder.layers.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(torch.bfloat16)

@@ -22,11 +22,7 @@ from undertale.data.config import DataConfig
 from undertale.data.corpus.build import CorpusOptions, build_corpus
 from undertale.training.wandb_offline import read_offline_run
 
-from conftest import ROOT, small
-
-CONF = ROOT / "conf"
-ENVIRONMENT = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-SMALL_BINARIES = ["/usr/bin/ls", "/usr/bin/cp", "/usr/bin/grep", "/usr/bin/sort"]
+from helpers import BINARIES as SMALL_BINARIES, CONF, ROOT, run_script, script_environment, small, start_script
 
 
 class RowsSeen(lightning.Callback):
@@ -50,24 +46,15 @@ class RowsSeen(lightning.Callback):
 
 
 def overrides(cache: Path, steps: int, **replace: str) -> list[str]:
-    """``small(cache, steps)`` with some keys replaced (``trainer="multinode"``) or dropped (``None``)."""
+    """``small(cache, steps)`` with some keys set (``trainer="multinode"``): the last value of a key wins."""
     replace = {key.replace("__", "."): value for key, value in replace.items()}
-    kept = [item for item in small(cache, steps) if item.split("=", 1)[0] not in replace]
-    return kept + [f"{key}={value}" for key, value in replace.items() if value is not None]
+    return small(cache, steps) + [f"{key}={value}" for key, value in replace.items()]
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def run(command: list[str], environment: dict = ENVIRONMENT, timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, (
-        f"{command[:4]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    )
-    return result
 
 
 def offline_run(job: Path):
@@ -77,14 +64,14 @@ def offline_run(job: Path):
 
 # --- 1. SLURM sweeps ---------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_submitit_sweep_runs_each_job_in_its_own_process(cache, tmp_path):
     sweep = tmp_path / "sweep"
-    sweeper = subprocess.Popen(
-        [sys.executable, "train.py", "-m", "hydra/launcher=local", "hydra.launcher.timeout_min=10",
-         *overrides(cache, 4, trainer__val_check_interval="2"), "masking.probability=0.1,0.3",
-         "hydra.job_logging.formatters.simple.format='[%(process)d] %(message)s'", f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    sweeper = start_script(
+        "train.py", "-m", "hydra/launcher=local", "hydra.launcher.timeout_min=10",
+        *overrides(cache, 4, trainer__val_check_interval="2"), "masking.probability=0.1,0.3",
+        "hydra.job_logging.formatters.simple.format='[%(process)d] %(message)s'", f"hydra.sweep.dir={sweep}",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     stdout, stderr = sweeper.communicate(timeout=600)
     assert sweeper.returncode == 0, f"{stdout[-3000:]}\n{stderr[-5000:]}"
@@ -144,13 +131,13 @@ def test_slurm_preset_sizes_the_job_from_the_trainer_and_requeues_on_usr1(tmp_pa
 
 # --- 2. Optuna ---------------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_optuna_search_finds_the_best_trial_and_logs_each_to_wandb(cache, tmp_path):
     sweep = tmp_path / "sweep"
-    run([sys.executable, "train.py", "-m", "hydra/sweeper=optuna_tpe", "hydra.sweeper.n_trials=3",
-         *overrides(cache, 4, trainer__val_check_interval="2", optimizer__lr=None),
-         "optimizer.lr=tag(log,interval(1e-3,1e-2))", "masking.probability=interval(0.1,0.3)",
-         f"hydra.sweep.dir={sweep}"], timeout=600)
+    run_script("train.py", "-m", "hydra/sweeper=optuna_tpe", "hydra.sweeper.n_trials=3",
+               *overrides(cache, 4, trainer__val_check_interval="2"),
+               "optimizer.lr=tag(log,interval(1e-3,1e-2))", "masking.probability=interval(0.1,0.3)",
+               f"hydra.sweep.dir={sweep}")
     jobs = sorted((path for path in sweep.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
     assert [job.name for job in jobs] == ["0", "1", "2"]
     accuracy = {job.name: json.loads((job / "metrics.json").read_text())["val/accuracy"] for job in jobs}
@@ -180,6 +167,20 @@ def test_optuna_search_experiment_composes_a_seeded_maximising_search():
     assert "log" in sweeper.params["optimizer.lr"]
 
 
+@pytest.mark.parametrize("overrides, direction", [
+    (["hydra/sweeper=optuna_tpe"], "maximize"),                                    # task=maskedlm: val/accuracy, max
+    (["hydra/sweeper=optuna_tpe", "task=similarity"], "maximize"),                 # val/mrr, max
+    (["hydra/sweeper=optuna_tpe", "task.monitor=val/loss", "task.mode=min"], "minimize"),
+    (["experiment=optuna_search", "task.monitor=val/loss", "task.mode=min"], "minimize"),
+])
+def test_the_sweepers_direction_follows_the_tasks_monitor_mode(overrides, direction):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = compose("train", overrides=overrides, return_hydra_config=True)
+    assert config.hydra.sweeper.direction == direction
+    sweeper = instantiate(config.hydra.sweeper)  # as Hydra builds it: the plugin gets the resolved value
+    assert str(sweeper.sweeper.direction).endswith(direction)
+
+
 # --- 3. Multi-node, for real -------------------------------------------------------------------
 
 def _two_nodes(launch: str, cache: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -190,7 +191,8 @@ def _two_nodes(launch: str, cache: Path, tmp_path: Path) -> tuple[Path, Path]:
         "+callbacks.rows._target_=test_cluster.RowsSeen", f"+callbacks.rows.directory={probe}",
         f"hydra.run.dir={run_dir}",
     ]
-    environment = ENVIRONMENT | {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    tests = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    environment = script_environment({"PYTHONPATH": tests})
     if launch == "torchrun":
         commands = [([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                       "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
@@ -218,7 +220,7 @@ def _two_nodes(launch: str, cache: Path, tmp_path: Path) -> tuple[Path, Path]:
     return run_dir, probe
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("launch", ["torchrun", "slurm"])
 def test_two_nodes_train_one_run_on_disjoint_rows(launch, cache, tmp_path):
     run_dir, probe = _two_nodes(launch, cache, tmp_path)
@@ -283,8 +285,8 @@ def test_dask_corpus_equals_the_process_pool_corpus(options, dask_cluster, tmp_p
 def test_corpus_command_with_a_local_dask_cluster(tmp_path):
     options = CorpusOptions(validation_fraction=0.25)
     build_corpus(tmp_path / "pool", SMALL_BINARIES, options, workers=2, progress=False)
-    result = run([sys.executable, "-m", "undertale.data", "corpus", str(tmp_path / "dask"), *SMALL_BINARIES,
-                  "--validation-fraction", "0.25", "--scheduler", "local", "--workers", "2"])
+    result = run_script("-m", "undertale.data", "corpus", str(tmp_path / "dask"), *SMALL_BINARIES,
+                        "--validation-fraction", "0.25", "--scheduler", "local", "--workers", "2", timeout=300)
     assert "functions" in result.stdout
     assert_same_corpus(tmp_path / "pool", tmp_path / "dask")
     assert json.loads((tmp_path / "dask" / "manifest.json").read_text())["parameters"]["scheduler"] == "local"
@@ -311,12 +313,9 @@ def test_data_scheduler_builds_tokenizes_and_packs_on_dask_like_the_process_pool
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "undertale.data", "corpus", str(tmp_path / "c"), "/usr/bin/ls",
-         "--scheduler", f"tcp://127.0.0.1:{free_port()}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env=ENVIRONMENT | {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},  # not the default 30 s
-    )
+    result = run_script("-m", "undertale.data", "corpus", str(tmp_path / "c"), "/usr/bin/ls",
+                        "--scheduler", f"tcp://127.0.0.1:{free_port()}", check=False, timeout=120,
+                        env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})  # not the default 30 s
     assert result.returncode == 2 and result.stderr.startswith("error: cannot use the Dask scheduler")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c" / "manifest.json").exists()

@@ -18,7 +18,7 @@ from undertale.data.corpus.build import CorpusOptions, build_corpus, split_of
 from undertale.data.corpus.read import read_file
 from undertale.data.dataset import TokenizedParquetDataset, batches_already_taken
 from undertale.data.corpus.disassembly import disassemble, disassemble_many, normalise
-from undertale.data import disassembly as disassembly_module
+from undertale.data.corpus import disassembly as disassembly_module
 from undertale.data.datamodule import InstructionTraceDataModule
 from undertale.data.encode import tokenized_files
 from undertale.data.parquet import fixed_list

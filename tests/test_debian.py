@@ -12,7 +12,6 @@ import http.server
 import io
 import json
 import lzma
-import os
 import shutil
 import subprocess
 import sys

@@ -2,9 +2,7 @@
 
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,18 +21,14 @@ from undertale.models.masking import exclude_ids
 from undertale.settings.masking import MaskingSettings
 from undertale.training.wandb_offline import read_offline_run
 
-from conftest import ROOT
+from helpers import app_in_process, exit_code, one_line_error, run_script
 
-ENVIRONMENT = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 NUMBERS = ("count", "share", "accuracy", "loss", "perplexity", "baseline_most_frequent", "baseline_class_most_frequent")
 
 
-def run_script(script: str, arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, script, *arguments], cwd=ROOT, env=ENVIRONMENT, capture_output=True,
-                            text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+def evaluate_here(*arguments: str) -> None:
+    """``python evaluate.py <arguments>``'s work in this process (its checks first; a mistake: SystemExit)."""
+    app_in_process("evaluate", entry.run_task, *arguments, before=entry.before_hydra)
 
 
 # --- target classes ---------------------------------------------------------------------------------
@@ -133,10 +127,11 @@ def test_masking_exclude_keeps_tokens_out_of_the_targets():
 # --- a real run, evaluated --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(trained_run) -> Path:
-    """The shared 12-step training run (conftest), which keeps [UNK] out of its targets (masking.exclude)."""
-    return trained_run
+@pytest.fixture
+def trained(trained_copy) -> Path:
+    """A copy of the shared 12-step training run (conftest), which keeps [UNK] out of its targets
+    (masking.exclude): evaluate.py writes into the run it evaluates."""
+    return trained_copy
 
 
 def test_training_logs_per_class_validation_accuracy(trained):
@@ -154,10 +149,13 @@ def evaluation_numbers(result: dict) -> dict:
             "classes": {name: {key: entry[key] for key in NUMBERS} for name, entry in result["classes"].items()}}
 
 
-def test_evaluate_twice_gives_identical_numbers_per_class_with_baselines(trained):
-    first = run_script("evaluate.py", [f"run={trained}", "batches=4"])
+@pytest.mark.e2e
+def test_evaluate_twice_gives_identical_numbers_per_class_with_baselines(trained, capsys):
+    """Once as a command, once in this process."""
+    first = run_script("evaluate.py", f"run={trained}", "batches=4")
     result = json.loads((trained / "evaluation.json").read_text())
-    second = run_script("evaluate.py", [f"run={trained}", "batches=4", "logger=none"])
+    evaluate_here(f"run={trained}", "batches=4", "logger=none")
+    second = capsys.readouterr().out
     assert evaluation_numbers(json.loads((trained / "evaluation.json").read_text())) == evaluation_numbers(result)
 
     assert {"overall", "classes", "data", "split", "checkpoint", "step"} <= set(result)
@@ -177,7 +175,7 @@ def test_evaluate_twice_gives_identical_numbers_per_class_with_baselines(trained
     assert result["overall"]["loss"] == pytest.approx(metrics["val/loss"], rel=1e-5)
     assert classes["next"]["accuracy"] == pytest.approx(metrics["val/accuracy/next"], abs=1e-6)
 
-    for output in (first.stdout, second.stdout):
+    for output in (first.stdout, second):
         header = next(line for line in output.splitlines() if line.startswith("class "))
         assert header.split()[:6] == ["class", "share", "targets", "accuracy", "loss", "perplexity"]
         rows = {line.split()[0] for line in output.splitlines() if line.strip()}
@@ -190,9 +188,10 @@ def test_evaluate_twice_gives_identical_numbers_per_class_with_baselines(trained
     assert logged.summary["classes/mnemonic/share"] == pytest.approx(classes["mnemonic"]["share"])
 
 
-def test_evaluate_held_out_binaries_with_the_run_tokenizer(trained, cache):
+def test_evaluate_held_out_binaries_with_the_run_tokenizer(trained, cache, capsys):
     tokenizers = sorted((cache / "tokenizers").iterdir())
-    result = run_script("evaluate.py", [f"run={trained}", "data=binaries", "data.paths=[/usr/bin/true]", "logger=none"])
+    evaluate_here(f"run={trained}", "data=binaries", "data.paths=[/usr/bin/true]", "logger=none")
+    printed = capsys.readouterr().out
     assert sorted((cache / "tokenizers").iterdir()) == tokenizers, "a tokenizer was trained"
     evaluation = json.loads((trained / "evaluation.json").read_text())
     assert evaluation["split"] == "all" and not evaluation["data"]["own"]
@@ -201,7 +200,7 @@ def test_evaluate_held_out_binaries_with_the_run_tokenizer(trained, cache):
     assert evaluation["baseline_counts"] == "the run's training split"
     assert evaluation["overall"]["count"] > 0
     assert sum(entry["share"] for entry in evaluation["classes"].values()) == pytest.approx(1.0)
-    assert "every split of /usr/bin/true" in result.stdout
+    assert "every split of /usr/bin/true" in printed
 
 
 @pytest.mark.parametrize("case, message", [
@@ -212,7 +211,7 @@ def test_evaluate_held_out_binaries_with_the_run_tokenizer(trained, cache):
     ("unknown split", "split=test is not a split"),
     ("typo", "spilt is not a config key; did you mean split?"),
 ])
-def test_bad_inputs_are_one_line_errors(trained, tmp_path, case, message):
+def test_bad_inputs_are_one_line_errors(trained, tmp_path, case, message, capsys):
     partial = tmp_path / "partial"
     partial.mkdir()
     shutil.copy(trained / "config.yaml", partial)
@@ -225,11 +224,18 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, case, message):
         "no tokenizer": [f"run={partial}"], "unknown split": [f"run={trained}", "split=test"],
         "typo": [f"run={trained}", "spilt=test"],
     }[case]
-    result = run_script("evaluate.py", arguments, check=False)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    code = exit_code(evaluate_here, *arguments)  # evaluate.py's work, in this process
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert error.startswith("error: ") and message in error
+    assert len(error.strip().splitlines()) == 1
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.e2e
+def test_a_bad_input_is_one_line_and_exit_code_2_from_the_command(trained_run):
+    assert "split=test is not a split" in one_line_error(run_script("evaluate.py", f"run={trained_run}", "split=test",
+                                                                    check=False))
 
 
 def test_similarity_task_without_its_module_is_a_one_line_error(monkeypatch, capsys):

@@ -3,10 +3,7 @@
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning
@@ -22,10 +19,9 @@ from undertale.models.similarity import (InstructionTraceTransformerEncoderForSi
 from undertale.runtime.runs import RunDirectory
 from undertale.training.checks import ConfigError, check_config, compose_command_line
 
-from conftest import ROOT
+from helpers import app_in_process, exit_code, one_line_error, run_script, train_in_process
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 @pytest.fixture(scope="module")
 def pairs(generated_pairs) -> Path:
@@ -298,12 +294,11 @@ def test_a_pretraining_run_saved_before_attention_dropout_existed_still_fine_tun
     assert {layer.attention.dropout for layer in module.encoder.layers} == {0.0}
 
 
-def run_train(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, env=os.environ | ENVIRONMENT,
-                          capture_output=True, text=True, timeout=600)
+def run_train(*arguments: str):
+    return run_script("train.py", *arguments, check=False)
 
 
-def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, trained_run, tmp_path):
+def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, trained_run, tmp_path, capsys):
     other = json.loads((trained_run / "tokenizer.json").read_text())
     other["added_tokens"] = other["added_tokens"][:-1]
     (tmp_path / "other.json").write_text(json.dumps(other))
@@ -320,16 +315,23 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         "data.variants_per_group=3": "data.variants_per_group=3, but a group has at most 2 variants",
         "task.entry_weight=1.5": "entry_weight must be within [0, 1], got 1.5",
     }
-    for override, message in cases.items():
-        result = run_train(*finetune_overrides(pairs, trained_run, 2), override)
-        assert result.returncode == 2, result.stderr[-2000:]
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], lines
+    for index, (override, message) in enumerate(cases.items()):  # train.py's work, in this process
+        code = exit_code(train_in_process, *finetune_overrides(pairs, trained_run, 2), override,
+                         f"hydra.run.dir={tmp_path / 'runs' / str(index)}")
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (code, lines)
     small = InstructionTraceTransformerEncoderForSimilarity(depth=1, hidden_dimensions=32, vocab_size=50,
                                                             sequence_length=64, heads=2, intermediate_dimensions=64,
                                                             next_token_id=5, dropout=0.0, eps=1e-12)
     with pytest.raises(ValueError, match="does not fit this model"):
         load_pretrained_encoder(small, RunDirectory(trained_run))
+
+
+@pytest.mark.e2e
+def test_a_fine_tuning_mistake_is_one_line_and_exit_code_2_from_the_command(pairs, trained_run, tmp_path):
+    result = run_train(*finetune_overrides(pairs, trained_run, 2), "data.variants_per_group=3",
+                       f"hydra.run.dir={tmp_path / 'run'}")
+    assert "data.variants_per_group=3, but a group has at most 2 variants" in one_line_error(result)
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +344,8 @@ def ddp_run(pairs, trained_run, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("finetuned")  # its module fixture is built once, on one worker
 def test_ddp_cpu_gathers_negatives_from_both_ranks(ddp_run):
     metrics = json.loads((ddp_run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4 and metrics["status"] == "finished"
@@ -352,17 +356,21 @@ def test_ddp_cpu_gathers_negatives_from_both_ranks(ddp_run):
     assert (ddp_run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs, trained_run):
-    result = subprocess.run([sys.executable, "evaluate.py", "task=similarity", f"run={ddp_run}", f"pairs={pairs}",
-                             "split=validation", "logger=none"], cwd=ROOT, env=os.environ | ENVIRONMENT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+@pytest.mark.e2e
+@pytest.mark.xdist_group("finetuned")  # its module fixture is built once, on one worker
+def test_evaluate_a_fine_tuned_run_beside_its_pretrained_encoder(ddp_run, pairs, trained_run, capsys):
+    from undertale.evaluation.entry import before_hydra, run_task
+
+    app_in_process("evaluate", run_task, "task=similarity", f"run={ddp_run}", f"pairs={pairs}", "split=validation",
+                   "logger=none", before=before_hydra)  # evaluate.py's work, in this process
     systems = json.loads((ddp_run / "similarity.json").read_text())["comparisons"]["O0-O3 (gcc)"]["systems"]
     assert list(systems) == ["model", "pretrained", "untrained", "tf-idf", "model+tf-idf"]
     assert systems["model"]["32"]["mrr"] != systems["pretrained"]["32"]["mrr"]
-    assert "is ignored" not in result.stderr  # each encoder embeds with its own pooling, unasked
+    assert "is ignored" not in capsys.readouterr().err  # each encoder embeds with its own pooling, unasked
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("finetuned")  # its module fixture is built once, on one worker
 def test_a_fine_tuned_run_embeds_with_the_pooling_it_was_trained_with(ddp_run, capsys):
     from undertale.inference.embedding import FunctionEncoder
 
@@ -373,6 +381,8 @@ def test_a_fine_tuned_run_embeds_with_the_pooling_it_was_trained_with(ddp_run, c
     assert "was fine-tuned with mean+max pooling; pooling=first is ignored" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("finetuned")  # its module fixture is built once, on one worker
 def test_a_fine_tuning_run_resumes_where_it_stopped(ddp_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(ddp_run, copy)

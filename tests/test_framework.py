@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning
@@ -30,35 +28,33 @@ from undertale.training.checks import check_config
 from undertale.runtime.errors import ConfigError
 from undertale.training.wandb_offline import read_offline_run
 
-from conftest import ROOT, SEQUENCE_LENGTH, prepare_small, small
+from conftest import prepare_small
+from helpers import CONF, ROOT, SEQUENCE_LENGTH, exit_code, one_line_error, run_script, small, train_in_process
 
-CONF = ROOT / "conf"
-def run_train(arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    environment = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "train.py", *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+
+def run_train(arguments: list[str], check: bool = True):
+    return run_script("train.py", *arguments, check=check)
 
 
 def offline_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
-def test_quickstart_end_to_end_and_inference(cache, tmp_path):
+def test_quickstart_end_to_end_and_inference(cache, tmp_path, capsys):
+    """train.py's work in this process (the process itself: tests/test_reliability.py), then infer.py."""
     run_dir = tmp_path / "run"
-    result = run_train([*small(cache), f"hydra.run.dir={run_dir}"])
-    assert f"run directory: {run_dir}" in result.stdout
-    assert "always predicting the most frequent token" in result.stdout
+    train_in_process(*small(cache), f"hydra.run.dir={run_dir}")
+    stdout = capsys.readouterr().out
+    assert f"run directory: {run_dir}" in stdout
+    assert "always predicting the most frequent token" in stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 12 and 0.0 <= metrics["val/accuracy"] <= 1.0
     assert 0.0 < metrics["baseline/most_frequent_token_accuracy"] < 1.0
     for name in ("config.yaml", "overrides.yaml", "tokenizer.json", "environment.json", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["sequence_length"] == SEQUENCE_LENGTH
-    assert "trainer=cpu" in yaml.safe_load((run_dir / "overrides.yaml").read_text())
+    assert "debug=smoke" in yaml.safe_load((run_dir / "overrides.yaml").read_text())
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["accelerator"] == "cpu"
 
     [offline] = offline_runs(run_dir)
     run = read_offline_run(offline)
@@ -76,25 +72,21 @@ def test_quickstart_end_to_end_and_inference(cache, tmp_path):
     assert {row[1] for row in probes["data"]} >= {"simple-xor-self", "calling-conventions-register-preserved"}
     special = {"[PAD]", "[UNK]", "[SEP]", "[CLS]", "[MASK]"}
     assert all(not special & set(row[3].split()) for row in probes["data"]), "a mask is never filled with a special token"
-    assert "probes at step 12:" in result.stdout and "simple-xor-self" in result.stdout
+    assert "probes at step 12:" in stdout and "simple-xor-self" in stdout
 
-    filled = subprocess.run(
-        [sys.executable, "infer.py", f"run={run_dir}", "text=push rbp [NEXT] mov rbp [MASK] [NEXT] ret"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert filled.returncode == 0, filled.stderr
+    filled = run_script("infer.py", f"run={run_dir}", "text=push rbp [NEXT] mov rbp [MASK] [NEXT] ret", timeout=120)
     words = filled.stdout.split()
     assert words[:4] == ["push", "rbp", "[NEXT]", "mov"] and words[-2:] == ["[NEXT]", "ret"]
     assert "[MASK]" not in words
 
 
 def test_large_ddp_composes_with_the_right_numbers():
-    result = subprocess.run(
-        [sys.executable, "train.py", "model=large", "trainer=ddp", "--cfg", "job"], cwd=ROOT,
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
+    from undertale.training.entry import before_hydra
+
+    argv = ["train.py", "model=large", "trainer=ddp", "--cfg", "job"]
+    assert before_hydra(argv) == argv, "Hydra's own flags pass through train.py's checks"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        config = OmegaConf.to_container(compose("train", overrides=["model=large", "trainer=ddp"]), resolve=True)
     assert {key: config["model"][key] for key in Sizes.large.keys()} == Sizes.large.as_dict()
     assert config["model"]["_target_"] == "undertale.models.maskedlm.InstructionTraceTransformerEncoderForMaskedLM"
     assert (config["trainer"]["strategy"], config["trainer"]["devices"], config["trainer"]["accelerator"]) == (
@@ -154,13 +146,21 @@ def test_every_experiment_composes(experiment):
         ("optimizer.lrr=0.1", "optimizer.lrr is not a config key; did you mean optimizer.lr?"),
     ],
 )
-def test_config_typos_fail_fast_with_the_closest_valid_choice(override, message, tmp_path):
-    result = run_train([override, f"hydra.run.dir={tmp_path / 'run'}"], check=False)
-    assert result.returncode == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+def test_config_typos_fail_fast_with_the_closest_valid_choice(override, message, tmp_path, capsys):
+    assert exit_code(train_in_process, override, f"hydra.run.dir={tmp_path / 'run'}") == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
+def test_a_config_typo_is_one_line_and_exit_code_2_from_the_command(tmp_path):
+    line = one_line_error(run_train(["model=tyni", f"hydra.run.dir={tmp_path / 'run'}"], check=False))
+    assert "did you mean tiny?" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.e2e
 def test_multirun_gives_one_wandb_run_per_job_in_one_group(cache, tmp_path):
     sweep = tmp_path / "sweep"
     run_train(["-m", *small(cache, steps=6), "masking.probability=0.1,0.3", f"hydra.sweep.dir={sweep}"])
@@ -177,6 +177,7 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(cache, tmp_path):
     assert runs[0].summary["val/loss"] != runs[1].summary["val/loss"]
 
 
+@pytest.mark.e2e
 def test_failed_job_marks_its_run_failed_and_keeps_its_directory(cache, tmp_path):
     run_dir = tmp_path / "run"
     result = run_train([*small(cache), "trainer.max_steps=-1", "trainer.max_epochs=-1", f"hydra.run.dir={run_dir}"],
@@ -189,6 +190,7 @@ def test_failed_job_marks_its_run_failed_and_keeps_its_directory(cache, tmp_path
     assert (run_dir / "config.yaml").is_file() and (run_dir / "train.log").is_file()
 
 
+@pytest.mark.e2e
 def test_ddp_cpu_trains_with_two_processes_and_one_output_directory(cache, tmp_path):
     outputs = tmp_path / "outputs"
     run_dir = outputs / "run"
@@ -207,8 +209,9 @@ def losses_of(run_dir: Path) -> list[float]:
 
 
 def test_same_seed_same_losses(cache, tmp_path):
-    """Three jobs of one sweep (one process): seeds 0, 0 and 1."""
-    run_train(["-m", *small(cache, steps=6), "logger=csv", "seed=0,0,1", f"hydra.sweep.dir={tmp_path}"])
+    """Three runs in one process, one after the other (as the jobs of a sweep): seeds 0, 0 and 1."""
+    for job, seed in (("0", 0), ("1", 0), ("2", 1)):
+        train_in_process(*small(cache, steps=6, logger="csv"), f"seed={seed}", f"hydra.run.dir={tmp_path / job}")
     losses = [losses_of(tmp_path / job) for job in ("0", "1", "2")]
     assert len(losses[0]) >= 3
     assert losses[0] == losses[1]
@@ -263,7 +266,7 @@ def group_options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "group", ["trainer", "optimizer", "masking", "data", "logger", "callbacks", "model", "task"],
+    "group", ["trainer", "optimizer", "masking", "data", "logger", "callbacks", "model", "task", "paths", "debug"],
 )
 def test_every_option_of_every_group_composes(group):
     options = group_options(group)
@@ -274,12 +277,17 @@ def test_every_option_of_every_group_composes(group):
             overrides.append("data.paths=[/usr/bin/ls]")
         if option == "parquet":
             overrides.append("data.directory=/tmp")
+        if option == "debian":
+            overrides.append(f"data.packages={ROOT / 'corpora' / 'debian-bookworm-small.txt'}")
         if option in ("pairs", "similarity"):  # fine-tuning's data and task: they need a pairs build to check
             overrides = ["task=similarity", "data.pairs=/nonexistent"]
         with initialize_config_dir(str(CONF), version_base="1.3"):
             config = compose("train", overrides=overrides)
         resolved = OmegaConf.to_container(config, resolve=True)
-        assert resolved[group] is not None, option
+        if group == "debug":  # a _global_ package: it sets keys of other groups
+            assert resolved["trainer"]["accelerator"] == "cpu" and resolved["model"]["depth"] == Sizes.tiny.depth
+        else:
+            assert resolved[group] is not None, option
         if option in ("pairs", "similarity"):
             with pytest.raises(ConfigError, match="pairs=/nonexistent is not a directory"):
                 check_config(config)
@@ -293,9 +301,9 @@ def test_every_option_of_every_group_composes(group):
         assert (config.trainer.accelerator, config.trainer.devices, config.trainer.strategy) == ("cpu", 2, "ddp")
 
 
-def test_binaries_without_paths_fails_before_any_work(tmp_path):
-    result = run_train(["data=binaries", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], check=False)
-    assert result.returncode == 2 and "data.paths is required for data=binaries" in result.stderr
+def test_binaries_without_paths_fails_before_any_work(tmp_path, capsys):
+    assert exit_code(train_in_process, "data=binaries", "logger=none", f"hydra.run.dir={tmp_path / 'run'}") == 2
+    assert "data.paths is required for data=binaries" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -1,4 +1,5 @@
-"""infer.py end to end: real processes on a tiny model trained from real data, and its refusals."""
+"""infer.py end to end (a Hydra app, conf/infer.yaml): real processes on a tiny model trained from real data,
+and its refusals."""
 
 import dataclasses
 import shutil
@@ -59,9 +60,9 @@ def bare_run(run_dir, tmp_path_factory) -> Path:
     return run
 
 
-def infer(*arguments: str) -> subprocess.CompletedProcess:
+def infer(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "infer.py", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, str(ROOT / "infer.py"), *arguments], cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
@@ -155,5 +156,22 @@ def test_missing_run_directory_and_checkpoint_are_refused(tmp_path):
     refused(infer(f"ckpt_path={missing_checkpoint}", f"text={TEXT}"), f"checkpoint {missing_checkpoint} does not exist")
 
 
-def test_unknown_argument_is_refused():
-    refused(infer("text=x [MASK]", "colour=blue"), "'colour=blue'", "ckpt_path")
+def test_unknown_argument_and_bad_top_are_refused(run_dir):
+    refused(infer("text=x [MASK]", "colour=blue"), "colour is not a config key")
+    refused(infer(f"run={run_dir}", "text=x [MASK]", "top=0"), "top must be a positive whole number")
+    refused(infer(f"run={run_dir}", "text=x [MASK]", "top=many"), "top must be a positive whole number", "'many'")
+
+
+def test_missing_run_is_one_line_and_hydra_writes_nothing(tmp_path):
+    refused(infer(f"text={TEXT}", cwd=tmp_path), "give run=<run directory> or ckpt_path=<file.ckpt>")
+    refused(infer(cwd=tmp_path), "text=... is required")
+    assert list(tmp_path.iterdir()) == [], "infer.py wrote files (Hydra's outputs/ or .hydra/)"
+
+
+def test_text_is_taken_as_written(run_dir):
+    """Quotes, backslashes and ${...} in the text reach the model as given (Hydra would parse them otherwise)."""
+    text = "mov rax [MASK] [NEXT] it's \\ ${x}"
+    result = infer(f"run={run_dir}", f"text={text}")
+    assert result.returncode == 0, result.stderr
+    filled = result.stdout.strip()
+    assert filled.split()[3:] == text.split()[3:] and filled.split()[:2] == ["mov", "rax"], filled

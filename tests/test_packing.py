@@ -115,48 +115,39 @@ def test_pretokenized_shards_rewritten_in_place_are_packed_again(tmp_path):
     assert packed[0] != packed[1]
 
 
-def test_training_with_packing_runs_end_to_end(cache, tmp_path):
+def test_training_with_packing_runs_end_to_end(cache, tmp_path, capsys):
     """data.packing=true trains from packed shards and counts only real tokens."""
     import json
-    import subprocess
-    import sys
 
-    from conftest import ROOT, small
+    from helpers import small, train_in_process
 
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "train.py", *small(cache, steps=6), "data.packing=true", "logger=csv",
-         f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "/packed/" in result.stdout and "(packed)" in result.stdout
+    train_in_process(*small(cache, steps=6, logger="csv"), "data.packing=true", f"hydra.run.dir={run_dir}")
+    stdout = capsys.readouterr().out
+    assert "/packed/" in stdout and "(packed)" in stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6 and metrics["train/tokens_per_sec"] > 0
 
 
-def test_bench_prints_the_table_and_ratios(cache):
-    import subprocess
-    import sys
+def test_bench_prints_the_table_and_ratios(cache, capsys):
+    """``python -m undertale.bench``'s main, in this process; the smoke data on this machine's own trainer."""
+    from helpers import small
+    from undertale.bench import main
 
-    from conftest import ROOT, small
-
-    overrides = [item for item in small(cache) if item.split("=")[0] not in ("trainer.max_steps", "callbacks", "trainer")]
-    result = subprocess.run(
-        [sys.executable, "-m", "undertale.bench", "model=tiny", *overrides, "bench.steps=2", "bench.warmup=1",
-         "bench.loader_batches=5", "data.num_workers=2", "bench.vocab_size=512"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    overrides = [item for item in small(cache, logger=None) if not item.startswith("trainer.max_steps=")]
+    assert main(["model=tiny", *overrides, "trainer=default", "bench.steps=2", "bench.warmup=1",
+                 "bench.loader_batches=5", "data.num_workers=2", "bench.vocab_size=512"]) == 0
+    stdout = capsys.readouterr().out
     for text in ("matmul ceiling", "undertale (dense)", "undertale padded", "undertale packed", "loader, 2 workers",
                  "packed / padded (real tokens/s):"):
-        assert text in result.stdout, text
+        assert text in stdout, text
 
 
 def test_bench_lengths_are_single_functions_even_with_packing_on(cache):
     from hydra import compose, initialize_config_dir
 
-    from conftest import ROOT, prepare_small, small
+    from conftest import prepare_small
+    from helpers import ROOT, small
     from undertale.bench import corpus_lengths
     from undertale.data.encode import tokenized_files
 

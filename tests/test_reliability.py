@@ -6,7 +6,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from undertale.training.checkpointing import AtomicCheckpointIO
 from undertale.training.loggers import online_or_offline
 from undertale.training.wandb_offline import read_offline_run
 
-from conftest import ROOT, small
+from helpers import exit_code, run_script, small, start_script, train_in_process
 
 STEPS = 48
 SAVE_EVERY = 6
-ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 
 def arguments(cache: Path, run_dir: Path, steps: int = STEPS) -> list[str]:
@@ -36,15 +34,22 @@ def arguments(cache: Path, run_dir: Path, steps: int = STEPS) -> list[str]:
     ]
 
 
-def train(args: list[str], environment: dict = ENVIRONMENT, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=os.environ | environment,
-                          capture_output=True, text=True, timeout=timeout)
+def train(args: list[str], environment: dict = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """train.py in a process of its own."""
+    return run_script("train.py", *args, env=environment, check=False, timeout=timeout)
 
 
 def start(args: list[str]) -> subprocess.Popen:
     """train.py in its own process group, as a cluster job step (signals can go to the whole group)."""
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=os.environ | ENVIRONMENT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_script("train.py", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def train_here(args: list[str], capsys, code: int = 0, environment: dict = None) -> tuple[str, str]:
+    """train.py's work in this process; its stdout and stderr, once it ended with ``code`` (as train.py exits)."""
+    ended = exit_code(train_in_process, *args, env=environment)
+    out, err = capsys.readouterr()
+    assert ended == code, f"exit {ended}:\n{out[-3000:]}\n{err[-3000:]}"
+    return out, err
 
 
 def wait_for_checkpoint(process: subprocess.Popen, run: RunDirectory, timeout: float = 180) -> None:
@@ -81,12 +86,13 @@ def check(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.Comp
 @pytest.fixture(scope="module")
 def uninterrupted(cache, tmp_path_factory) -> RunDirectory:
     run = RunDirectory(tmp_path_factory.mktemp("runs") / "uninterrupted")
-    check(train(arguments(cache, run.path)))
+    train_in_process(*arguments(cache, run.path))
     return run
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_with_no_arguments_and_matches_an_uninterrupted_one(cache, tmp_path, uninterrupted):
+@pytest.mark.e2e
+@pytest.mark.xdist_group("uninterrupted")  # its module fixture is built once, on one worker
+def test_killed_run_resumes_with_no_arguments_and_matches_an_uninterrupted_one(cache, tmp_path, uninterrupted, capsys):
     run = RunDirectory(tmp_path / "killed")
     process = start(arguments(cache, run.path))
     wait_for_checkpoint(process, run)
@@ -95,7 +101,7 @@ def test_killed_run_resumes_with_no_arguments_and_matches_an_uninterrupted_one(c
     killed_at = step_of(run.last_checkpoint)
     assert SAVE_EVERY <= killed_at < STEPS
 
-    result = check(train([f"resume={run.path}"]))
+    stdout, _ = train_here([f"resume={run.path}"], capsys)  # the resumed run: train.py's work, in this process
     metrics = json.loads(run.metrics.read_text())
     assert metrics["global_step"] == STEPS and metrics["status"] == "finished"
     assert step_of(run.last_checkpoint) == STEPS, "last.ckpt is written at the end of training"
@@ -111,11 +117,11 @@ def test_killed_run_resumes_with_no_arguments_and_matches_an_uninterrupted_one(c
     final, reference = weights(run.last_checkpoint), weights(uninterrupted.last_checkpoint)
     assert all(torch.allclose(final[name], reference[name], atol=1e-6) for name in reference), \
         "a resumed run ends with the uninterrupted run's weights"
-    assert (run.path / "train.log").is_file() and "resume:" not in result.stdout
+    assert (run.path / "train.log").is_file() and "resume:" not in stdout
 
 
-@pytest.mark.slow
-def test_sigterm_saves_at_the_next_step_exits_nonzero_and_resumes_to_the_end(cache, tmp_path):
+@pytest.mark.e2e
+def test_sigterm_saves_at_the_next_step_exits_nonzero_and_resumes_to_the_end(cache, tmp_path, capsys):
     """SIGTERM to the whole process group, as SLURM and `timeout` send it: the loader worker gets it too."""
     run = RunDirectory(tmp_path / "preempted")
     process = start(arguments(cache, run.path) + ["data.num_workers=1"])
@@ -132,36 +138,36 @@ def test_sigterm_saves_at_the_next_step_exits_nonzero_and_resumes_to_the_end(cac
     preempted = read_offline_run(offline)
     assert preempted.exit_code == 1 and preempted.preempting, "the W&B run is marked preempted"
 
-    check(train([f"resume={run.path}"]))
+    train_here([f"resume={run.path}"], capsys)
     assert json.loads(run.metrics.read_text())["global_step"] == STEPS
 
 
-@pytest.mark.slow
-def test_corrupt_last_checkpoint_falls_back_and_resume_keeps_its_config(uninterrupted, tmp_path):
+@pytest.mark.xdist_group("uninterrupted")  # its module fixture is built once, on one worker
+def test_corrupt_last_checkpoint_falls_back_and_resume_keeps_its_config(uninterrupted, tmp_path, capsys):
     run = RunDirectory(tmp_path / "copy")
     shutil.copytree(uninterrupted.path, run.path)
     best = next(path for path in run.checkpoint_files() if path.name.startswith("best-step"))
     data = run.last_checkpoint.read_bytes()
     run.last_checkpoint.write_bytes(data[: len(data) // 2])
 
-    refused = check(train([f"resume={run.path}", "optimizer.lr=0.5", "model=small"]), code=2)
-    assert len(refused.stderr.strip().splitlines()) == 1
-    assert "optimizer.lr (run: 0.003, given: 0.5)" in refused.stderr and "model.depth" in refused.stderr
+    _, refused = train_here([f"resume={run.path}", "optimizer.lr=0.5", "model=small"], capsys, code=2)
+    assert len(refused.strip().splitlines()) == 1
+    assert "optimizer.lr (run: 0.003, given: 0.5)" in refused and "model.depth" in refused
 
-    result = check(train([f"resume={run.path}", f"trainer.max_steps={STEPS + 6}"]))
-    assert f"checkpoint {run.last_checkpoint} is not a whole checkpoint" in result.stdout
-    assert f"resuming from {best.name} instead" in result.stdout
-    assert "trainer.max_steps 48 -> 54: the cosine learning-rate schedule is recomputed" in result.stdout
+    stdout, _ = train_here([f"resume={run.path}", f"trainer.max_steps={STEPS + 6}"], capsys)
+    assert f"checkpoint {run.last_checkpoint} is not a whole checkpoint" in stdout
+    assert f"resuming from {best.name} instead" in stdout
+    assert "trainer.max_steps 48 -> 54: the cosine learning-rate schedule is recomputed" in stdout
     metrics = json.loads(run.metrics.read_text())
     assert metrics["global_step"] == STEPS + 6 and step_of(run.last_checkpoint) == STEPS + 6
 
 
-@pytest.mark.slow
-def test_resume_latest_takes_the_newest_run_with_a_checkpoint_or_starts_fresh(uninterrupted, cache, tmp_path):
+@pytest.mark.xdist_group("uninterrupted")  # its module fixture is built once, on one worker
+def test_resume_latest_takes_the_newest_run_with_a_checkpoint_or_starts_fresh(uninterrupted, cache, tmp_path, capsys):
     root = tmp_path / "runs"
     (root / "9999-no-checkpoint").mkdir(parents=True)
-    empty = check(train(["resume=latest", *arguments(cache, root / "fresh", steps=2)]))
-    assert f"resume=latest: no run with a checkpoint under {root}; starting a new run" in empty.stdout
+    empty, _ = train_here(["resume=latest", *arguments(cache, root / "fresh", steps=2)], capsys)
+    assert f"resume=latest: no run with a checkpoint under {root}; starting a new run" in empty
     assert json.loads((root / "fresh" / "metrics.json").read_text())["global_step"] == 2
 
     shutil.copytree(uninterrupted.path, root / "newest")
@@ -170,17 +176,16 @@ def test_resume_latest_takes_the_newest_run_with_a_checkpoint_or_starts_fresh(un
     assert runs_root(OmegaConf.create({"hydra": {"run": {"dir": str(root / "another")}}})) == root
 
     # a fixed run directory that holds a checkpoint (a requeued cluster job) continues itself, not the newest run
-    check(train(["resume=latest", *arguments(cache, root / "fresh", steps=4)]))
+    train_here(["resume=latest", *arguments(cache, root / "fresh", steps=4)], capsys)
     assert json.loads((root / "fresh" / "metrics.json").read_text())["global_step"] == 4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_divergence_stops_at_once_keeps_finite_weights_and_valid_json(cache, tmp_path, policy):
+def test_divergence_stops_at_once_keeps_finite_weights_and_valid_json(cache, tmp_path, policy, capsys):
     run = RunDirectory(tmp_path / policy)
-    result = check(train([*arguments(cache, run.path), "optimizer.lr=1000", "optimizer.warmup=0",
-                          f"callbacks.divergence.policy={policy}", "callbacks.divergence.max_skips=2"]), code=1)
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    _, stderr = train_here([*arguments(cache, run.path), "optimizer.lr=1000", "optimizer.warmup=0",
+                            f"callbacks.divergence.policy={policy}", "callbacks.divergence.max_skips=2"], capsys, code=1)
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert "training diverged at step" in line and ("loss nan" in line or "non-finite" in line)
     if policy == "skip":
         assert "after 3 non-finite steps in a row" in line
@@ -206,12 +211,23 @@ def test_divergence_stops_at_once_keeps_finite_weights_and_valid_json(cache, tmp
         ("trainer.devcies=2", "trainer.devices"),
     ],
 )
-def test_bad_values_fail_in_one_line_before_any_work(override, key, tmp_path):
+def test_bad_values_fail_in_one_line_before_any_work(override, key, tmp_path, capsys):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     started = time.monotonic()
-    result = train([override, f"hydra.run.dir={run_dir}"], ENVIRONMENT | {"UNDERTALE_CACHE": str(cache)})
+    _, stderr = train_here([override, f"hydra.run.dir={run_dir}"], capsys, code=2,
+                           environment={"UNDERTALE_CACHE": str(cache)})
     assert time.monotonic() - started < 10
-    assert result.returncode == 2 and key in result.stderr
+    assert key in stderr and len(stderr.strip().splitlines()) <= 3 and "Traceback" not in stderr
+    assert not cache.exists() and not run_dir.exists(), "nothing was built and no run directory was made"
+
+
+@pytest.mark.e2e
+def test_a_bad_value_is_one_line_and_exit_code_2_from_the_command_in_seconds(tmp_path):
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    started = time.monotonic()
+    result = train(["masking.probability=1.5", f"hydra.run.dir={run_dir}"], {"UNDERTALE_CACHE": str(cache)})
+    assert time.monotonic() - started < 10, "torch and Lightning are not loaded for a config mistake"
+    assert result.returncode == 2 and "masking.probability" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 3 and "Traceback" not in result.stderr
     assert not cache.exists() and not run_dir.exists(), "nothing was built and no run directory was made"
 
@@ -230,10 +246,10 @@ def test_unreachable_wandb_server_falls_back_to_offline_quickly(capsys):
     assert "unreachable" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_online_run_without_network_trains_offline(cache, tmp_path):
     run = RunDirectory(tmp_path / "online")
-    environment = ENVIRONMENT | {"WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+    environment = {"WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}",
                                  "WANDB_API_KEY": "x" * 40}
     started = time.monotonic()
     result = check(train(arguments(cache, run.path, steps=2), environment, timeout=120))

@@ -3,12 +3,9 @@
 import csv
 import itertools
 import json
-import os
 import shlex
 import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -17,20 +14,13 @@ import yaml
 
 from undertale.report.__main__ import main
 
-from conftest import ROOT, small
+from helpers import run_script, small
 
 PNG = b"\x89PNG\r\n\x1a\n"
-ENVIRONMENT = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 
 def run_train(arguments: list[str]) -> None:
-    result = subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, env=ENVIRONMENT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"train.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-
-
-def overrides(cache: Path, steps: int, without: tuple[str, ...] = ()) -> list[str]:
-    return [item for item in small(cache, steps) if not item.startswith(without)]
+    run_script("train.py", *arguments)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +32,8 @@ def outputs(tmp_path_factory) -> Path:
 def sweep(cache, outputs) -> Path:
     """A real 2 x 2 sweep (masking probability x learning rate), 6 steps per job, in one train.py -m."""
     directory = outputs / "sweep"
-    run_train(["-m", *overrides(cache, 6, without=("optimizer.lr=",)), "masking.probability=0.1,0.3",
-               "optimizer.lr=1e-3,3e-3", f"hydra.sweep.dir={directory}"])
+    run_train(["-m", *small(cache, 6), "masking.probability=0.1,0.3", "optimizer.lr=1e-3,3e-3",
+               f"hydra.sweep.dir={directory}"])
     return directory
 
 
@@ -52,8 +42,8 @@ def scaling(cache, outputs) -> Path:
     """The scaling experiment, made small: tiny model, real DDP on CPU at 1 and 2 processes, 4 steps each,
     logged to CSV (the report's other history source)."""
     directory = outputs / "scaling"
-    run_train(["-m", "experiment=scaling", "model=tiny", "trainer=ddp_cpu", "trainer.devices=1,2", "logger=csv",
-               *overrides(cache, 4, without=("trainer=",)), f"hydra.sweep.dir={directory}"])
+    run_train(["-m", "experiment=scaling", "model=tiny", *small(cache, 4, logger="csv"), "trainer=ddp_cpu",
+               "trainer.devices=1,2", f"hydra.sweep.dir={directory}"])
     return directory
 
 
@@ -94,6 +84,8 @@ def check_png(path: Path) -> None:
     assert width >= 800 and height >= 500, (path, width, height)
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
 def test_sweep_report_has_a_row_per_job_the_swept_columns_and_figures(sweep, sweep_report):
     markdown = (sweep / "results.md").read_text()
     header, *rows = table_rows(markdown)
@@ -129,6 +121,7 @@ def test_sweep_report_has_a_row_per_job_the_swept_columns_and_figures(sweep, swe
     assert command == winner["command"] and f"```bash\n{command}\n```" in markdown
 
 
+@pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
 def test_failed_jobs_are_listed_last_not_fatal(sweep, tmp_path, capsys):
     copy = copy_sweep(sweep, tmp_path / "sweep")
     shutil.copytree(copy / "0", copy / "4")  # a job that raised inside fit, as train.py records it
@@ -148,6 +141,8 @@ def test_failed_jobs_are_listed_last_not_fatal(sweep, tmp_path, capsys):
     assert "(2 failed)" in markdown and "| failed |" in markdown
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
 def test_scaling_sweep_gives_throughput_and_efficiency_per_process_count(scaling, tmp_path, capsys):
     assert main([str(scaling)]) == 0
     assert "scaling: " in capsys.readouterr().out
@@ -173,6 +168,7 @@ def test_scaling_sweep_gives_throughput_and_efficiency_per_process_count(scaling
     assert config["task_name"] == "scaling" and config["trainer"]["strategy"] == "ddp"
 
 
+@pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
 def test_mixed_code_versions_are_refused_unless_allowed(sweep, tmp_path, capsys):
     copy = copy_sweep(sweep, tmp_path / "sweep")
     environment = json.loads((copy / "1" / "environment.json").read_text())
@@ -191,6 +187,7 @@ def test_mixed_code_versions_are_refused_unless_allowed(sweep, tmp_path, capsys)
     assert len(rows) == 4 and header[-1] == "code"
 
 
+@pytest.mark.xdist_group("report")  # its module fixture is built once, on one worker
 def test_single_run_and_several_directories(sweep, scaling, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(sweep / "2", run, ignore=shutil.ignore_patterns("checkpoints"))
@@ -212,9 +209,9 @@ def test_single_run_and_several_directories(sweep, scaling, tmp_path, capsys):
     assert [row["job"] for row in rows[-2:]] == ["scaling/0", "scaling/1"], "no val/accuracy: after those with one"
 
 
+@pytest.mark.e2e
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
-    result = subprocess.run([sys.executable, "-m", "undertale.report", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = run_script("-m", "undertale.report", str(tmp_path), check=False, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"error: no runs found in {tmp_path} (a run directory holds metrics.json and " \
                                     "config.yaml; a sweep directory holds one folder per job)"

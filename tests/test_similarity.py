@@ -3,7 +3,6 @@
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from undertale.evaluation.similarity import HYBRID, Hybrid, Setting, benchmark
 from undertale.metrics.retrieval import ranks, search_scores
 from undertale.metrics.tfidf import TfIdf
 
-from conftest import ROOT
+from helpers import app_in_process, one_line_error, run_script
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -134,21 +133,27 @@ def test_hybrid_scores_the_mean_of_the_encoder_and_tfidf_cosines(pairs):
                   pool_sizes=[4], comparisons=comparisons)
 
 
-def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path):
+def embed_here(*arguments: str) -> int:
+    """``python embed.py <arguments>``'s work in this process; its exit code."""
+    from undertale.inference.embed_command import embed_command
+
+    return app_in_process("embed", embed_command, *arguments)
+
+
+def test_embed_returns_the_program_functions_with_finite_vectors(trained_run, tmp_path, capsys):
     source, program = tmp_path / "toolkit.c", tmp_path / "toolkit.o"
     source.write_text(PROGRAM)
     subprocess.run(["gcc", "-O1", "-c", str(source), "-o", str(program)], check=True)
     output = tmp_path / "vectors.parquet"
-    result = subprocess.run([sys.executable, "embed.py", f"run={trained_run}", f"paths=[{program}]", f"output={output}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert embed_here(f"run={trained_run}", f"binaries=[{program}]", f"output={output}") == 0
+    stdout = capsys.readouterr().out
     table = pq.read_table(output).to_pydict()
     assert {"add_scaled", "sum_array", "clamp", "hash_string", "fibonacci"} <= set(table["name"])
     vectors = np.array(table["vector"], dtype=np.float32)
     assert vectors.shape == (len(table["name"]), 256) and np.isfinite(vectors).all()  # windows=all+first
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert "embed:" in result.stdout and str(output) in result.stdout and "windows=all+first" in result.stdout
-    assert "(mean pooling" in result.stdout                                   # a pretraining run: mean by default
+    assert "embed:" in stdout and str(output) in stdout and "windows=all+first" in stdout
+    assert "(mean pooling" in stdout                                   # a pretraining run: mean by default
 
 
 def test_long_functions_are_embedded_by_windows(trained_run):
@@ -190,7 +195,8 @@ def test_windows_all_first_scores_the_mean_of_the_whole_and_entry_cosines(traine
         FunctionEncoder.from_run(trained_run, windows="last")
 
 
-def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
+def test_similarity_command_writes_table_and_json(pairs, trained_copy, capsys):
+    trained_run = trained_copy  # the command writes into the run
     cfg = OmegaConf.create({"run": str(trained_run), "pairs": str(pairs), "split": "train", "pools": [4],
                             "min_instructions": 3, "seed": 0,
                             "logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "csv",
@@ -219,19 +225,25 @@ def test_similarity_command_writes_table_and_json(pairs, trained_run, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["run=/no/such/run", "output=x.parquet", "paths=[/usr/bin/true]"], "run directory /no/such/run does not exist"),
-    (["output=x.parquet", "paths=[/usr/bin/true]"], "run=<run directory> is required"),
-    (["output=x.parquet", "paths=[/usr/bin/true]", "windows=last", "run={run}"],
+    (["run=/no/such/run", "output=x.parquet", "binaries=[/usr/bin/true]"], "run directory /no/such/run does not exist"),
+    (["output=x.parquet", "binaries=[/usr/bin/true]"], "run=<run directory> is required"),
+    (["output=x.parquet", "binaries=[/usr/bin/true]", "windows=last", "run={run}"],
      "windows must be one of all, first, all+first, got 'last'"),
-    (["output=x.parquet", "paths=[/usr/bin/true]", "pooling=max", "run={run}"],
+    (["output=x.parquet", "binaries=[/usr/bin/true]", "pooling=max", "run={run}"],
      "pooling must be one of mean, first, mean+max, got 'max'"),
 ])
-def test_embed_bad_input_is_one_line(arguments, message, trained_run):
+def test_embed_bad_input_is_one_line(arguments, message, trained_run, capsys):
     arguments = [argument.format(run=trained_run) for argument in arguments]
-    result = subprocess.run([sys.executable, "embed.py", *arguments], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert embed_here(*arguments) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.e2e
+def test_embed_bad_input_is_one_line_and_exit_code_2_from_the_command(trained_run):
+    result = run_script("embed.py", f"run={trained_run}", "output=x.parquet", "binaries=[/usr/bin/true]", "pooling=max",
+                        check=False, timeout=120)
+    assert "pooling must be one of mean, first, mean+max, got 'max'" in one_line_error(result)
 
 
 def test_similarity_bad_input_is_one_line(pairs, trained_run, tmp_path, capsys):

@@ -2,20 +2,16 @@
 through train.py unchanged; the tasks' monitors drive checkpoints and sweeps."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from undertale.settings.store import call_with_offered
 from undertale.training.checks import compose_command_line
 
-from conftest import ROOT
+from helpers import ROOT, one_line_error, run_script, train_in_process
 
 EXAMPLE = ROOT / "examples" / "optimisation_levels"
-ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 
 def test_each_task_sets_the_checkpoint_monitor_and_its_data():
@@ -41,28 +37,23 @@ def test_offered_values_go_only_to_the_parameters_a_class_names():
     assert call_with_offered(functools.partial(build, lr=None), offered) == (7, 0.1, ("wrong",))
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_a_third_task_from_outside_the_package_trains_through_train_py(generated_pairs, trained_run, tmp_path):
+def test_a_third_task_from_outside_the_package_trains_through_train_py(generated_pairs, trained_run, tmp_path,
+                                                                        monkeypatch):
+    """train.py's work in this process, the example's package on the path; its one-line mistake from train.py."""
     run_dir = tmp_path / "levels"
-    result = subprocess.run(
-        [sys.executable, "train.py", f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=levels",
-         f"task.tokenizer={trained_run / 'tokenizer.json'}", f"task.datamodule.pairs={generated_pairs}",
-         "task.module.levels=[O0,O3]", "model.sequence_length=64", "trainer=cpu", "trainer.max_steps=6",
-         "trainer.val_check_interval=3", "logger=csv", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=os.environ | ENVIRONMENT | {"PYTHONPATH": str(EXAMPLE)}, capture_output=True, text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    train_in_process(f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=levels",
+                     f"task.tokenizer={trained_run / 'tokenizer.json'}", f"task.datamodule.pairs={generated_pairs}",
+                     "task.module.levels=[O0,O3]", "model.sequence_length=64", "trainer=cpu", "trainer.max_steps=6",
+                     "trainer.val_check_interval=3", "logger=csv", f"hydra.run.dir={run_dir}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["global_step"] == 6
     assert metrics["task"] == "ComposedTask" and 0 <= metrics["val/accuracy"] <= 1
     assert any(path.name.startswith("best-step") for path in (run_dir / "checkpoints").iterdir())
     # a mistake in the example's YAML is one line before any work, as for the built-in tasks
-    missing = subprocess.run(
-        [sys.executable, "train.py", f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=levels",
-         "task.tokenizer=/nonexistent.json", f"task.datamodule.pairs={generated_pairs}"],
-        cwd=ROOT, env=os.environ | ENVIRONMENT | {"PYTHONPATH": str(EXAMPLE)}, capture_output=True, text=True,
-        timeout=120,
-    )
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
-    assert "task.tokenizer=/nonexistent.json does not exist" in missing.stderr
+    missing = run_script("train.py", f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=levels",
+                         "task.tokenizer=/nonexistent.json", f"task.datamodule.pairs={generated_pairs}",
+                         env={"PYTHONPATH": str(EXAMPLE)}, check=False, timeout=120)
+    assert "task.tokenizer=/nonexistent.json does not exist" in one_line_error(missing)

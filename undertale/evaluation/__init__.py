@@ -5,7 +5,7 @@
 - :mod:`.data`: which data an evaluation reads, prepared with the run's own tokenizer;
 - :mod:`.report`: the numbers as ``evaluation.json``, a terminal table and flat metric keys;
 - :mod:`.maskedlm`: ``python evaluate.py run=<run dir>`` (see ``docs/evaluation.md``);
-- :mod:`.entry`: what ``evaluate.py`` does around Hydra (task choice, one-line errors; :mod:`.errors`).
+- :mod:`.entry`: what ``evaluate.py`` does around Hydra (task choice, one-line errors: :class:`undertale.runtime.errors.UsageError`).
 
 Importing this package loads nothing heavy; each module imports what it needs.
 """

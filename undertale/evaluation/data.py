@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from undertale.settings.store import INTERNAL_KEYS
 from undertale.data.config import DataConfig
+from undertale.runtime.errors import UsageError
 from undertale.runtime.runs import RunDirectory
-from undertale.evaluation.errors import EvaluationError
 
 SPLITS = ("validation", "train", "all")
 SOURCE_KEYS = ("source", "paths", "directory")
@@ -72,7 +72,7 @@ def _data_config(values: dict, context: str = "") -> DataConfig:
         return DataConfig(**values)
     except (TypeError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise EvaluationError(f"{context}data.{message}" if message[:1].islower() else f"{context}{message}") from None
+        raise UsageError(f"{context}data.{message}" if message[:1].islower() else f"{context}{message}") from None
 
 
 def choose_data(cfg: DictConfig, run_config: DictConfig, run: RunDirectory, overrides: Sequence[str]) -> DataChoice:
@@ -86,29 +86,29 @@ def choose_data(cfg: DictConfig, run_config: DictConfig, run: RunDirectory, over
         overrides: the evaluation's command-line overrides.
 
     Raises:
-        EvaluationError: for an unknown split, a setting that would change the run's corpus without choosing
+        UsageError: for an unknown split, a setting that would change the run's corpus without choosing
             other data, ``data.tokenizer`` (the run's is always used), or data settings that cannot run.
     """
     split = cfg.get("split")
     if split is not None and split not in SPLITS:
-        raise EvaluationError(f"split={split} is not a split; choose {', '.join(SPLITS)} (null: validation of the "
-                              "run's own data, all of other data)")
+        raise UsageError(f"split={split} is not a split; choose {', '.join(SPLITS)} (null: validation of the "
+                         "run's own data, all of other data)")
     keys = data_keys(overrides)
     if "data.tokenizer" in keys:
-        raise EvaluationError("data.tokenizer cannot be set: an evaluation always uses the run's own tokenizer.json")
+        raise UsageError("data.tokenizer cannot be set: an evaluation always uses the run's own tokenizer.json")
     run_data = _plain(run_config.data)
     own = not any(key == "data" or key.removeprefix("data.") in SOURCE_KEYS for key in keys)
     seed = cfg.get("seed")
     seed = run_data.get("seed", 0) if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise EvaluationError(f"seed must be an integer >= 0 or null (the run's data.seed), got {seed!r}")
+        raise UsageError(f"seed must be an integer >= 0 or null (the run's data.seed), got {seed!r}")
     composed = _plain(cfg.data)
     cache = OmegaConf.select(cfg, "paths.cache_dir")
     cache = {"cache_dir": cache} if cache else {}  # null: the cache the run used
     if own:
         changed = [key for key in keys if key.removeprefix("data.") not in LOADER_KEYS]
         if changed:
-            raise EvaluationError(
+            raise UsageError(
                 f"{changed[0]} would change the run's corpus; to evaluate other data choose it with data=binaries "
                 "data.paths=[...] (or data=parquet data.directory=...); loader settings such as data.batch_size "
                 "may change"
@@ -125,14 +125,14 @@ def split_files(directory: Path, split: str) -> list[Path]:
     """The prepared shards of ``split`` (``all``: every split).
 
     Raises:
-        EvaluationError: when the split has no shards.
+        UsageError: when the split has no shards.
     """
     from undertale.data.encode import tokenized_files
 
     try:
         return tokenized_files(directory) if split == "all" else tokenized_files(directory, split)
     except FileNotFoundError:
-        raise EvaluationError(
+        raise UsageError(
             f"the data has no {split} split ({directory / split} holds no shards); choose split=all or another split"
         ) from None
 

@@ -2,7 +2,7 @@
 
 ``task=maskedlm`` (default) runs :func:`undertale.evaluation.maskedlm.evaluate`; ``task=similarity`` runs
 ``undertale.evaluation.similarity.main(cfg)`` when that module is installed. A mistake is one ``error:``
-line on stderr and exit code 2.
+line on stderr and exit code 2. :func:`before_hydra` also checks ``infer.py``'s command line (``conf/infer.yaml``).
 """
 
 from __future__ import annotations
@@ -17,31 +17,32 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from undertale.runtime.errors import UsageError, report_usage_error
 from undertale.settings.store import CONF
 from undertale.training.checks import FLAGS_THAT_SKIP, explain_composition_error
-from undertale.evaluation.errors import EvaluationError
 
 CONFIG_NAME = "evaluate"
 TASKS = ("maskedlm", "similarity")
 SIMILARITY = "undertale.evaluation.similarity"
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
+def fail(error: UsageError | str) -> NoReturn:
+    """Exit with one ``error:`` line (exit code 2)."""
+    sys.exit(report_usage_error(error))
 
 
-def before_hydra(argv: list[str]) -> None:
-    """Compose ``evaluate.py``'s config as Hydra will, so that a mistake is one line (exit 2), not a traceback."""
+def before_hydra(argv: list[str], config_name: str = CONFIG_NAME) -> None:
+    """Compose ``config_name`` (``evaluate``, or ``infer`` for ``infer.py``) as Hydra will, so that a mistake
+    is one line (exit 2), not a traceback."""
     arguments = argv[1:]
     if any(argument.split("=", 1)[0] in FLAGS_THAT_SKIP for argument in arguments):
         return
     overrides = [argument for argument in arguments if not argument.startswith("-")]
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            compose(CONFIG_NAME, overrides=overrides)
+            compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
-        fail(explain_composition_error(error, overrides, CONFIG_NAME))
+        fail(explain_composition_error(error, overrides, config_name))
 
 
 def _overrides() -> list[str]:
@@ -52,14 +53,14 @@ def similarity(cfg: DictConfig) -> Any:
     """``task=similarity``: the binary-similarity benchmark, when its module is installed.
 
     Raises:
-        EvaluationError: when ``undertale.evaluation.similarity`` is not available.
+        UsageError: when ``undertale.evaluation.similarity`` is not available.
     """
     try:
         module = importlib.import_module(SIMILARITY)
     except ModuleNotFoundError as error:
         if error.name != SIMILARITY:
             raise
-        raise EvaluationError(f"task=similarity: the similarity benchmark is not available ({SIMILARITY} is not "
+        raise UsageError(f"task=similarity: the similarity benchmark is not available ({SIMILARITY} is not "
                               "installed); task=maskedlm evaluates masked-token prediction") from None
     return module.main(cfg)
 
@@ -83,10 +84,10 @@ def run_task(cfg: DictConfig) -> Any:
                 sys.exit(code)  # its own one-line error was printed
             return code
         if task != "maskedlm":
-            raise EvaluationError(f"task={task} is not a task; choose one of {', '.join(TASKS)}")
+            raise UsageError(f"task={task} is not a task; choose one of {', '.join(TASKS)}")
         from undertale.evaluation.maskedlm import evaluate
 
         evaluate(cfg, _overrides())
-    except EvaluationError as error:
-        fail(str(error), error.exit_code)
+    except UsageError as error:
+        fail(error)
     return None

@@ -1,6 +1,7 @@
 """Masked-LM evaluation of a trained run: ``python evaluate.py run=<run dir>``.
 
-Loads the run's ``config.yaml``, its last intact checkpoint and its own ``tokenizer.json``; prepares the
+Loads the run's ``config.yaml``, its checkpoint (``last.ckpt`` when intact, else the newest intact one:
+:meth:`~undertale.runtime.runs.RunDirectory.checkpoint`) and its own ``tokenizer.json``; prepares the
 data to evaluate with that tokenizer (:mod:`.data`); masks every batch as the run did (its masking
 settings, one seed per batch, no shuffling, so two evaluations give the same numbers); and reports loss,
 accuracy and perplexity overall and per target class beside two frequency baselines (:mod:`.baselines`):
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from undertale.runtime.errors import UsageError
 from undertale.runtime.runs import RunDirectory
 from undertale.evaluation.runlog import log_evaluation
 from undertale.evaluation.data import DataChoice, cached_tokenized, choose_data, run_data, split_files
-from undertale.evaluation.errors import EvaluationError
 
 if TYPE_CHECKING:  # torch loads once the command has passed its checks
     import numpy as np
@@ -35,17 +36,17 @@ def checked_run(path: Optional[str]) -> RunDirectory:
     """The run directory named by ``run=``, with its config and tokenizer.
 
     Raises:
-        EvaluationError: when ``run=`` is missing or names no run directory of ``train.py``.
+        UsageError: when ``run=`` is missing or names no run directory of ``train.py``.
     """
     if not path:
-        raise EvaluationError("run=<run directory> is required: the directory train.py printed as 'run directory:'")
+        raise UsageError("run=<run directory> is required: the directory train.py printed as 'run directory:'")
     run = RunDirectory(path)
     if not run.path.is_dir():
-        raise EvaluationError(f"run directory {run} does not exist; pass the directory train.py printed as 'run directory:'")
+        raise UsageError(f"run directory {run} does not exist; pass the directory train.py printed as 'run directory:'")
     if not run.config.is_file():
-        raise EvaluationError(f"{run} has no {run.config.name}; it is not a run directory written by train.py")
+        raise UsageError(f"{run} has no {run.config.name}; it is not a run directory written by train.py")
     if not run.tokenizer.is_file():
-        raise EvaluationError(f"{run} has no {run.tokenizer.name}; evaluate.py needs the tokenizer the run was trained with")
+        raise UsageError(f"{run} has no {run.tokenizer.name}; evaluate.py needs the tokenizer the run was trained with")
     return run
 
 
@@ -53,68 +54,48 @@ def run_config(run: RunDirectory) -> DictConfig:
     """The run's ``config.yaml``.
 
     Raises:
-        EvaluationError: when it lacks the model, masking or data settings.
+        UsageError: when it lacks the model, masking or data settings.
     """
     try:
         config = OmegaConf.load(run.config)
     except Exception as error:  # OmegaConf and yaml raise several kinds for a broken file
-        raise EvaluationError(f"cannot read {run.config}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"cannot read {run.config}: {str(error).splitlines()[0]}") from None
     missing = [key for key in ("model", "masking", "data") if not isinstance(config.get(key), DictConfig)]
     if missing or "sequence_length" not in config.model:
-        raise EvaluationError(f"{run.config} lacks {', '.join(missing) or 'model.sequence_length'}; it is not a "
-                              "training config")
+        raise UsageError(f"{run.config} lacks {', '.join(missing) or 'model.sequence_length'}; it is not a "
+                         "training config")
     return config
-
-
-def intact_checkpoint(run: RunDirectory) -> Path:
-    """``last.ckpt`` if whole, else the newest whole checkpoint (a corrupt one is named in a warning).
-
-    Raises:
-        EvaluationError: when the run has no whole checkpoint.
-    """
-    checkpoint, skipped = run.intact_checkpoint()
-    for note in skipped:
-        print(f"warning: {note}; skipped", file=sys.stderr)
-    if checkpoint is None:
-        raise EvaluationError(f"{run} has no intact checkpoint in {run.checkpoints} (no checkpoint saved yet?); "
-                              "train longer or resume the run first")
-    return checkpoint
 
 
 def checked_batches(value: Any) -> Optional[int]:
     """``batches=`` as a limit (None: every batch).
 
     Raises:
-        EvaluationError: for anything but a positive integer or null.
+        UsageError: for anything but a positive integer or null.
     """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EvaluationError(f"batches must be a positive integer or null (every batch), got {value!r}")
+        raise UsageError(f"batches must be a positive integer or null (every batch), got {value!r}")
     return value
 
 
-def load_model(checkpoint: Path, vocab_size: int, device: "torch.device") -> tuple["InstructionTraceTransformerEncoderForMaskedLM", int]:
-    """The trained model in evaluation mode on ``device``, and the step it was saved at.
+def load_model(run: RunDirectory, checkpoint: Path, vocab_size: int,
+               device: "torch.device") -> tuple["InstructionTraceTransformerEncoderForMaskedLM", int]:
+    """The trained model in evaluation mode on ``device`` (:meth:`~undertale.runtime.runs.RunDirectory.load`),
+    and the step it was saved at.
 
     Raises:
-        EvaluationError: when the checkpoint is not one of an undertale model or does not fit the tokenizer.
+        UsageError: when the checkpoint is not one of an undertale model or does not fit the tokenizer.
     """
-    import torch
-
     from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM as Model
 
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-        model = Model(**saved["hyper_parameters"])
-        model.load_state_dict(saved["state_dict"])
-    except Exception as error:  # torch and the model raise many kinds for a checkpoint of something else
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise EvaluationError(f"cannot load the model from {checkpoint}: {first[:200]}") from None
+    loaded = run.load(Model, checkpoint, device)
+    model = loaded.module
     if model.hparams.vocab_size != vocab_size:
-        raise EvaluationError(f"{checkpoint} was trained with {model.hparams.vocab_size} token ids but the run's "
-                              f"tokenizer.json has {vocab_size}; the run directory mixes two runs")
-    return model.to(device).eval(), int(saved.get("global_step", 0))
+        raise UsageError(f"{checkpoint} was trained with {model.hparams.vocab_size} token ids but the run's "
+                         f"tokenizer.json has {vocab_size}; the run directory mixes two runs")
+    return model, loaded.step
 
 
 def autocast(precision: Optional[str], device: "torch.device") -> Any:
@@ -151,8 +132,8 @@ def evaluate_batches(model: "InstructionTraceTransformerEncoderForMaskedLM", col
         dataset = TokenizedParquetDataset(files, data.batch_size, shuffle=False, seed=choice.seed,
                                           shuffle_buffer=data.shuffle_buffer, drop_last=False, even_ranks=False)
     except ValueError as error:  # no rows: e.g. a held-out binary that all went to the train split
-        raise EvaluationError(f"{choice.describe()} holds no functions ({str(error).splitlines()[0]}); "
-                              "choose another split (split=all: every split)") from None
+        raise UsageError(f"{choice.describe()} holds no functions ({str(error).splitlines()[0]}); "
+                         "choose another split (split=all: every split)") from None
     dataset.loader_workers = max(1, data.num_workers)
     loader = DataLoader(dataset, batch_size=None, collate_fn=collator, num_workers=data.num_workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if data.num_workers else None)
@@ -204,11 +185,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         The contents of ``evaluation.json``.
 
     Raises:
-        EvaluationError: for a mistake in the command or a run that cannot be evaluated, before any work.
+        UsageError: for a mistake in the command or a run that cannot be evaluated, before any work.
     """
     run = checked_run(cfg.get("run"))
     config = run_config(run)
-    checkpoint = intact_checkpoint(run)
+    checkpoint = run.checkpoint()
     choice = choose_data(cfg, config, run, overrides)
     limit = checked_batches(cfg.get("batches"))
 
@@ -225,15 +206,15 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         tokenizer = load_tokenizer(run.tokenizer, sequence_length)
         collator = build_collator(config.masking, tokenizer)
     except Exception as error:  # a broken tokenizer.json, or a masking.exclude token it lacks
-        raise EvaluationError(f"{run.tokenizer}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"{run.tokenizer}: {str(error).splitlines()[0]}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, step = load_model(checkpoint, special_ids(tokenizer)["vocab_size"], device)
+    model, step = load_model(run, checkpoint, special_ids(tokenizer)["vocab_size"], device)
     table_of_classes = token_class_table(tokenizer)
     model.set_token_classes(table_of_classes)
     try:
         prepared = choice.data.prepare(sequence_length)
     except (ValueError, FileNotFoundError) as error:
-        raise EvaluationError(str(error).splitlines()[0]) from None
+        raise UsageError(str(error).splitlines()[0]) from None
     files = split_files(prepared.tokenized, choice.split)
     counted, source = baseline_files(choice, prepared.tokenized, files, config, run)
     baselines = Baselines.from_counts(class_token_counts(counted, table_of_classes, collator.exclude_ids.tolist()), source)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from undertale.runtime.errors import UsageError, first_line, report_usage_error
 from undertale.metrics.retrieval import pools, search_scores, unit_rows
 from undertale.metrics.tfidf import TfIdf
 
@@ -210,16 +211,27 @@ def table(results: dict) -> str:
 
 
 def main(cfg) -> int:
-    """``python evaluate.py task=similarity run=<run dir> pairs=<pairs dir>``: table, ``similarity.json``, W&B."""
+    """``python evaluate.py task=similarity run=<run dir> pairs=<pairs dir>``: table, ``similarity.json``, W&B.
+
+    Returns:
+        The exit code: 0, or 2 after one ``error:`` line for a mistake (a :class:`UsageError`).
+    """
+    try:
+        return _evaluate(cfg)
+    except UsageError as error:
+        return report_usage_error(error)
+
+
+def _evaluate(cfg) -> int:
     from undertale.data.pairs.build import read_pairs
     from undertale.inference.embedding import DEFAULT_WINDOWS, FunctionEncoder
     from undertale.runtime.runs import RunDirectory
 
     run_value, pairs_value = cfg.get("run"), cfg.get("pairs")
     if not run_value:
-        return _fail("run=<run directory> is required")
+        raise UsageError("run=<run directory> is required")
     if not pairs_value:
-        return _fail("pairs=<pairs directory> is required (build one with `python -m undertale.data pairs`)")
+        raise UsageError("pairs=<pairs directory> is required (build one with `python -m undertale.data pairs`)")
     run = RunDirectory(run_value)
     split = cfg.get("split") or "test"
     try:
@@ -228,10 +240,12 @@ def main(cfg) -> int:
         untrained = FunctionEncoder.from_run(run.path, untrained=True, seed=int(cfg.get("seed") or 0),
                                              **encoder_settings)
         rows = read_pairs(pairs_value, split).to_pylist()
+    except UsageError:
+        raise
     except (FileNotFoundError, ValueError) as error:
-        return _fail(str(error).splitlines()[0])
+        raise UsageError(first_line(error)) from None
     if not rows:
-        return _fail(f"no functions in the {split} split of {pairs_value}")
+        raise UsageError(f"no functions in the {split} split of {pairs_value}")
     tfidf = TfIdf([row["disassembly"] for row in rows])
     systems = {"model": partial(model.embed, progress=True)}
     pretrained = _pretrained_of(run)
@@ -286,7 +300,3 @@ def _log(run, results: dict, cfg) -> None:
     config = {key: results[key] for key in ("run", "pairs", "split", "pool_sizes", "seed", "min_instructions")}
     log_evaluation(cfg, run, "similarity", "similarity", f"similarity {results['split']}", config, metrics, step=0)
 
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

@@ -9,10 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+from undertale.runtime.errors import UsageError, first_line, report_usage_error
 
 
 def functions_of_binaries(paths: list[str]) -> list[dict]:
@@ -42,19 +39,26 @@ def functions_of_corpus(directory: str) -> list[dict]:
         table = pq.read_table(path)
         missing = [column for column in ("disassembly",) if column not in table.column_names]
         if missing:
-            raise ValueError(f"{path} has no {missing[0]} column; give a corpus or pairs directory")
+            raise UsageError(f"{path} has no {missing[0]} column; give a corpus or pairs directory")
         rows.extend(table.select([c for c in columns if c in table.column_names]).to_pylist())
     return rows
 
 
 def embed_command(cfg: DictConfig) -> int:
-    """Run ``embed.py``; the exit code (2 for a mistake in the arguments)."""
+    """Run ``embed.py``; the exit code (2, after one ``error:`` line, for a mistake in the arguments)."""
+    try:
+        return _embed(cfg)
+    except UsageError as error:
+        return report_usage_error(error)
+
+
+def _embed(cfg: DictConfig) -> int:
     if not cfg.run:
-        return _fail("run=<run directory> is required (a training run with a checkpoint and tokenizer.json)")
+        raise UsageError("run=<run directory> is required (a training run with a checkpoint and tokenizer.json)")
     if not cfg.output:
-        return _fail("output=<file.parquet> is required")
-    if bool(cfg.paths) == bool(cfg.corpus):
-        return _fail("give either paths=[binaries,...] or corpus=<parquet folder>, not both and not neither")
+        raise UsageError("output=<file.parquet> is required")
+    if bool(cfg.binaries) == bool(cfg.corpus):
+        raise UsageError("give either binaries=[file,directory,glob,...] or corpus=<parquet folder>, not both and not neither")
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -67,12 +71,14 @@ def embed_command(cfg: DictConfig) -> int:
         device = torch.device(cfg.device) if cfg.device else None
         encoder = FunctionEncoder.from_run(cfg.run, pooling=cfg.pooling, batch_size=cfg.batch_size, device=device,
                                            windows=cfg.windows)
-        paths = [cfg.paths] if isinstance(cfg.paths, str) else list(cfg.paths or [])
+        paths = [cfg.binaries] if isinstance(cfg.binaries, str) else list(cfg.binaries or [])
         rows = functions_of_binaries(paths) if paths else functions_of_corpus(cfg.corpus)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        return _fail(str(error).splitlines()[0])
+    except UsageError:
+        raise
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # e.g. a bad device name
+        raise UsageError(first_line(error)) from None
     if not rows:
-        return _fail(f"no functions found in {paths or cfg.corpus}")
+        raise UsageError(f"no functions found in {paths or cfg.corpus}")
     started = time.perf_counter()
     vectors = encoder.embed([row["disassembly"] for row in rows], progress=True)
     keep = [column for column in ("source", "name", "address", "size", "instructions") if column in rows[0]]

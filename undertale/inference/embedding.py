@@ -33,8 +33,11 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from undertale.data.tokenizer import PAD, load_tokenizer
+from undertale.models.encoder import InstructionTraceTransformerEncoder
+from undertale.models.heads import ProjectionHead
 from undertale.models.pooling import pool_functions, search_vectors
 from undertale.settings.similarity import POOLINGS, pooled_width
+from undertale.runtime.errors import UsageError, first_line
 from undertale.runtime.runs import RunDirectory
 
 WINDOWS = ("all", "first", "all+first")
@@ -55,16 +58,16 @@ class FunctionEncoder:
         windows: ``all``, ``first`` or ``all+first`` (the module docstring).
 
     Raises:
-        ValueError: for an unknown pooling or windows.
+        UsageError: for an unknown pooling or windows (a ``ValueError``).
     """
 
     def __init__(self, encoder: torch.nn.Module, tokenizer: Tokenizer, pooling: str = "mean", batch_size: int = 64,
                  device: Optional[torch.device] = None, projection: Optional[torch.nn.Module] = None,
                  windows: str = DEFAULT_WINDOWS):
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+            raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if windows not in WINDOWS:
-            raise ValueError(f"windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
+            raise UsageError(f"windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = encoder.to(self.device).eval()
         self.length = encoder.sequence_length
@@ -81,7 +84,11 @@ class FunctionEncoder:
     def from_run(cls, run: str | Path, pooling: Optional[str] = None, batch_size: int = 64,
                  device: Optional[torch.device] = None, untrained: bool = False, seed: int = 0,
                  windows: str = DEFAULT_WINDOWS) -> "FunctionEncoder":
-        """The encoder of a run directory's last intact checkpoint, with the run's tokenizer.
+        """The encoder of a run directory's checkpoint, with the run's tokenizer.
+
+        The checkpoint is the one every command loads (:meth:`~undertale.runtime.runs.RunDirectory.checkpoint`:
+        ``last.ckpt`` when intact, else the newest intact one, with a warning), into the module class the run
+        trained (``model._target_`` of its ``config.yaml``).
 
         A fine-tuned similarity run (``task=similarity``) embeds with its projection head and its own pooling.
 
@@ -91,21 +98,16 @@ class FunctionEncoder:
             untrained: the same architecture with freshly initialised weights (seeded), as a baseline.
 
         Raises:
-            FileNotFoundError: naming what the run lacks.
+            UsageError: naming what the run lacks.
         """
         directory = RunDirectory(run)
-        if not directory.path.is_dir():
-            raise FileNotFoundError(f"run directory {directory.path} does not exist")
-        checkpoint, _ = directory.intact_checkpoint()
-        if checkpoint is None:
-            raise FileNotFoundError(f"run directory {directory.path} has no intact checkpoint")
+        checkpoint = directory.checkpoint()
         if not directory.tokenizer.is_file():
-            raise FileNotFoundError(f"run directory {directory.path} has no tokenizer.json")
-        module_class = _module_class(directory)
-        model = module_class.load_from_checkpoint(checkpoint, map_location="cpu")
+            raise UsageError(f"run directory {directory.path} has no tokenizer.json")
+        model = directory.load(checkpoint=checkpoint).module
         if untrained:
             torch.manual_seed(seed)
-            model = module_class(**model.hparams)
+            model = type(model)(**model.hparams)
         tokenizer = load_tokenizer(directory.tokenizer, model.hparams.sequence_length)
         projection = getattr(model, "projection", None)
         if projection is not None:  # a similarity model searches with the pooling it was trained with
@@ -115,6 +117,55 @@ class FunctionEncoder:
             pooling = model.hparams.pooling
         pooling = pooling or "mean"
         return cls(model.encoder, tokenizer, pooling, batch_size, device, projection, windows)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, pooling: Optional[str] = None, batch_size: int = 64,
+                        device: Optional[torch.device] = None, windows: Optional[str] = None) -> "FunctionEncoder":
+        """The encoder of a directory ``export.py`` wrote (``config.json``, ``model.safetensors``,
+        ``tokenizer.json``): the same vectors as :meth:`from_run` on the run it came from, without Lightning.
+
+        Arguments:
+            pooling: as for :meth:`from_run` (a fine-tuned similarity model keeps its own).
+            windows: None: the exported model's own (``windows`` of ``config.json``).
+
+        Raises:
+            UsageError: for a directory that is not an export, or weights that do not fit its config.
+        """
+        import json
+
+        from safetensors.torch import load_file
+
+        directory = Path(directory).expanduser()
+        missing = [name for name in ("config.json", "model.safetensors", "tokenizer.json")
+                   if not (directory / name).is_file()]
+        if missing:
+            raise UsageError(f"{directory} is not an exported model (it has no {missing[0]}); "
+                             "write one with python export.py run=<run dir> output=<dir>")
+        try:
+            config = json.loads((directory / "config.json").read_text())
+            state = load_file(str(directory / "model.safetensors"))
+            encoder = InstructionTraceTransformerEncoder(
+                **{key: config[key] for key in ("depth", "hidden_dimensions", "vocab_size", "sequence_length",
+                                                "heads", "intermediate_dimensions", "next_token_id", "dropout",
+                                                "eps", "attention_dropout")})
+            encoder.load_state_dict({key.removeprefix("encoder."): value for key, value in state.items()
+                                     if key.startswith("encoder.")})
+            projection = None
+            if config.get("task") == "similarity":
+                width = config["hidden_dimensions"]
+                projection = ProjectionHead(width, config["projection_size"], pooled_width(width, config["pooling"]))
+                projection.load_state_dict({key.removeprefix("projection."): value for key, value in state.items()
+                                            if key.startswith("projection.")})
+            tokenizer = load_tokenizer(directory / "tokenizer.json", config["sequence_length"])
+        except (KeyError, ValueError, RuntimeError, OSError) as error:  # a config or weights of something else
+            raise UsageError(f"cannot load the exported model in {directory}: {first_line(error)}") from None
+        if projection is not None:
+            if pooling not in (None, config["pooling"]):
+                print(f"note: {directory} was fine-tuned with {config['pooling']} pooling; pooling={pooling} is "
+                      "ignored", file=sys.stderr)
+            pooling = config["pooling"]
+        return cls(encoder.eval(), tokenizer, pooling or "mean", batch_size, device, projection,
+                   windows or config.get("windows") or DEFAULT_WINDOWS)
 
     def windows(self, text: str) -> list[list[int]]:
         """The text's token ids, cut into windows of the model's sequence length."""
@@ -182,17 +233,3 @@ class FunctionEncoder:
         rows = torch.arange(len(hidden), device=mask.device).unsqueeze(1)
         return pool_functions(hidden, torch.where(mask.bool(), rows, -1), len(hidden), self.pooling).cpu().numpy()
 
-
-def _module_class(run: RunDirectory) -> type:
-    """The LightningModule class a run trained: its task's (``config.yaml``), masked-LM for older runs."""
-    from omegaconf import OmegaConf
-
-    from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
-
-    if run.config.is_file():
-        task = OmegaConf.load(run.config).get("task") or {}
-        if str(task.get("_target_", "")).endswith("SimilarityTask"):
-            from undertale.models.similarity import InstructionTraceTransformerEncoderForSimilarity
-
-            return InstructionTraceTransformerEncoderForSimilarity
-    return InstructionTraceTransformerEncoderForMaskedLM

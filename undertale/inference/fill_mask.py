@@ -3,9 +3,10 @@
     python infer.py run=<run directory> text="push rbp [NEXT] mov rbp [MASK]"
     python infer.py ckpt_path=<file.ckpt> text="xor eax [MASK]"
 
-Arguments (key=value):
+Arguments (key=value, a Hydra app: conf/infer.yaml):
     text        the instruction trace (format: docs/design.md), with at least one [MASK]
-    run         a run directory: its checkpoints/last.ckpt and tokenizer.json are used
+    run         a run directory: its checkpoint (last.ckpt when intact, else the newest intact one) and
+                tokenizer.json are used
     ckpt_path   a checkpoint file, instead of run= (the tokenizer.json of its run directory is used)
     tokenizer   a tokenizer.json to use instead of the run's (needed when the run has none)
     device      cpu, cuda, cuda:1, ... (default: cuda when a GPU is available)
@@ -13,22 +14,22 @@ Arguments (key=value):
 
 Prints the text with every [MASK] replaced by the most likely token that is not
 a special token. Mistakes in the command are refused with one "error:" line
-(exit status 2); words the tokenizer does not know are reported with a
-"warning:" line.
+(exit status 2); words the tokenizer does not know, and checkpoints skipped for
+being cut short, are reported with a "warning:" line.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from tokenizers import Tokenizer
 
 from undertale.data.tokenizer import CONTINUATION, MASK, SPECIAL_TOKENS, UNK, load_tokenizer, special_ids
+from undertale.runtime.errors import UsageError, first_line, report_usage_error
 from undertale.runtime.runs import RunDirectory
 
 if TYPE_CHECKING:  # torch and lightning are imported only once a command has passed its checks (seconds saved)
@@ -37,15 +38,10 @@ if TYPE_CHECKING:  # torch and lightning are imported only once a command has pa
     from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
 USAGE = __doc__.strip()
-KEYS = ("text", "run", "ckpt_path", "tokenizer", "device", "top")
 EXAMPLE = 'text="push rbp [NEXT] mov rbp [MASK]"'
 ANOTHER_TOKENIZER = "pass tokenizer=<the tokenizer.json the model was trained with>"
 A_CHECKPOINT = "pass a .ckpt file that train.py wrote"
 MODEL_KEYS = ("vocab_size", "next_token_id", "mask_token_id")
-
-
-class Refusal(Exception):
-    """A mistake in the command, shown as one ``error:`` line (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -69,152 +65,125 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def parse_arguments(argv: list[str]) -> dict[str, str]:
-    """``key=value`` arguments as a dict.
+def hydra_arguments(argv: list[str]) -> list[str]:
+    """``argv`` with the value of ``text=`` quoted for Hydra, so that it is taken as written.
 
-    Raises:
-        Refusal: naming an argument that is not ``key=value`` with a known key, or a missing ``text=``.
+    An instruction trace holds brackets (``[MASK]``, ``[ rbp - 4 ]``) that Hydra's override grammar would
+    read as lists; quoted, the text reaches the command exactly as the shell passed it.
     """
-    arguments = {}
-    for item in argv:
-        key, separator, value = item.partition("=")
-        if not separator or key not in KEYS:
-            raise Refusal(
-                f"unexpected argument {item!r}; arguments are key=value with key one of {', '.join(KEYS)} "
-                "(see python infer.py --help)"
-            )
-        arguments[key] = value
-    if "text" not in arguments:
-        raise Refusal(f"text=... is required, e.g. {EXAMPLE}")
-    return arguments
+    quoted = []
+    for argument in argv:
+        key, separator, value = argument.partition("=")
+        if separator and key.lstrip("+~") == "text":
+            escaped = re.sub(r"(\\*)('|$)", lambda match: match.group(1) * 2 + ("\\'" if match.group(2) else ""),
+                             value).replace("${", "\\${")
+            argument = f"{key}='{escaped}'"
+        quoted.append(argument)
+    return quoted
 
 
-def check_text(text: str) -> None:
+def check_text(text: Any) -> None:
     """Refuse a text that has nothing to fill.
 
     Raises:
-        Refusal: for an empty text or one without ``[MASK]``.
+        UsageError: for a missing or empty text, or one without ``[MASK]``.
     """
+    if text is None:
+        raise UsageError(f"text=... is required, e.g. {EXAMPLE}")
+    if not isinstance(text, str):
+        raise UsageError(f"text must be an instruction trace in quotes, e.g. {EXAMPLE}, got {text!r}")
     if not text.strip():
-        raise Refusal(f"text is empty; give an instruction trace with at least one {MASK}, e.g. {EXAMPLE}")
+        raise UsageError(f"text is empty; give an instruction trace with at least one {MASK}, e.g. {EXAMPLE}")
     if MASK not in text:
         hint = f" ({MASK} is written in capitals)" if MASK.lower() in text.lower() else ""
-        raise Refusal(
+        raise UsageError(
             f"the text has no {MASK} to fill{hint}; put {MASK} where a token should be predicted, e.g. {EXAMPLE}"
         )
 
 
-def parse_top(value: Optional[str]) -> int:
+def parse_top(value: Any) -> int:
     """The number of candidates to print per ``[MASK]`` (0: none).
 
     Raises:
-        Refusal: when ``value`` is not a positive whole number.
+        UsageError: when ``value`` is not a positive whole number.
     """
     if value is None:
         return 0
-    if not value.isdigit() or int(value) < 1:
-        raise Refusal(f"top must be a positive whole number, e.g. top=3, got {value!r}")
-    return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"top must be a positive whole number, e.g. top=3, got {value!r}")
+    return value
 
 
-def locate(ckpt_path: Optional[str], run: Optional[str], tokenizer: Optional[str] = None) -> tuple[Path, Path]:
-    """Checkpoint and tokenizer paths from a checkpoint file or a run directory.
+def locate(ckpt_path: Optional[str], run: Optional[str],
+           tokenizer: Optional[str] = None) -> tuple[RunDirectory, Path, Path]:
+    """The run, its checkpoint and the tokenizer, from a run directory or a checkpoint file.
 
-    An explicit ``tokenizer`` is used whether or not the run directory has one.
+    The checkpoint of a run directory is chosen by :meth:`~undertale.runtime.runs.RunDirectory.checkpoint`
+    (as every command chooses it). An explicit ``tokenizer`` is used whether or not the run directory has one.
 
     Returns:
-        The checkpoint file and the tokenizer file, both existing.
+        The run directory, the checkpoint and the tokenizer file, both existing.
 
     Raises:
-        Refusal: naming what is missing and what to pass instead.
+        UsageError: naming what is missing and what to pass instead.
     """
-    checkpoint = find_checkpoint(ckpt_path, run)
+    if ckpt_path and run:
+        raise UsageError("give run=<run directory> or ckpt_path=<file.ckpt>, not both")
+    if not ckpt_path and not run:
+        raise UsageError("give run=<run directory> or ckpt_path=<file.ckpt>")
+    if ckpt_path and Path(ckpt_path).expanduser().is_dir() and not Path(ckpt_path).name.endswith(".ckpt"):
+        raise UsageError(f"ckpt_path {ckpt_path} is a directory; pass a .ckpt file, or run={ckpt_path} for a run "
+                         "directory")
+    directory, checkpoint = RunDirectory.locate(str(ckpt_path or run))
     if tokenizer:
         path = Path(tokenizer).expanduser()
         if not path.is_file():
-            raise Refusal(f"tokenizer {path} does not exist; {ANOTHER_TOKENIZER}")
-        return checkpoint, path
-    directory = RunDirectory(run) if run else RunDirectory.of_checkpoint(checkpoint)
+            raise UsageError(f"tokenizer {path} does not exist; {ANOTHER_TOKENIZER}")
+        return directory, checkpoint, path
     if directory.tokenizer.is_file():
-        return checkpoint, directory.tokenizer
+        return directory, checkpoint, directory.tokenizer
     if run:
-        raise Refusal(f"the run directory {directory} has no {directory.tokenizer.name}; {ANOTHER_TOKENIZER}")
-    raise Refusal(
+        raise UsageError(f"the run directory {directory} has no {directory.tokenizer.name}; {ANOTHER_TOKENIZER}")
+    raise UsageError(
         f"checkpoint {checkpoint} has no {directory.tokenizer.name} in its run directory (looked for "
         f"{directory.tokenizer}); {ANOTHER_TOKENIZER}"
     )
-
-
-def find_checkpoint(ckpt_path: Optional[str], run: Optional[str]) -> Path:
-    """The checkpoint file named by ``ckpt_path`` or the last checkpoint of the run directory ``run``.
-
-    Raises:
-        Refusal: when neither or both are given, or the file does not exist.
-    """
-    if ckpt_path and run:
-        raise Refusal("give run=<run directory> or ckpt_path=<file.ckpt>, not both")
-    if ckpt_path:
-        checkpoint = Path(ckpt_path).expanduser()
-        if checkpoint.is_dir():
-            raise Refusal(
-                f"ckpt_path {checkpoint} is a directory; pass a .ckpt file, or run={checkpoint} for a run directory"
-            )
-        if not checkpoint.is_file():
-            raise Refusal(f"checkpoint {checkpoint} does not exist")
-        return checkpoint
-    if not run:
-        raise Refusal("give run=<run directory> or ckpt_path=<file.ckpt>")
-    directory = RunDirectory(run)
-    if not directory.path.is_dir():
-        raise Refusal(
-            f"run directory {directory} does not exist; pass the directory train.py printed as 'run directory:'"
-        )
-    if not directory.last_checkpoint.is_file():
-        others = [path.name for path in directory.checkpoint_files()]
-        hint = f"pass ckpt_path= with one of {', '.join(others)}" if others else "pass ckpt_path=<file.ckpt>"
-        raise Refusal(
-            f"run directory {directory} has no {directory.last_checkpoint.relative_to(directory.path)} "
-            f"(no checkpoint saved yet?); {hint}"
-        )
-    return directory.last_checkpoint
 
 
 def read_tokenizer(path: Path) -> Tokenizer:
     """A saved tokenizer with padding and truncation turned off (lengths are checked here instead).
 
     Raises:
-        Refusal: when the file is not an undertale tokenizer.
+        UsageError: when the file is not an undertale tokenizer.
     """
     try:
         tokenizer = load_tokenizer(path)
     except ValueError as error:
-        raise Refusal(f"{error}; {ANOTHER_TOKENIZER}") from error
+        raise UsageError(f"{error}; {ANOTHER_TOKENIZER}") from error
     except Exception as error:  # tokenizers raises a bare Exception for unreadable JSON
-        raise Refusal(f"cannot read tokenizer {path}: {first_line(error)}; {ANOTHER_TOKENIZER}") from error
+        raise UsageError(f"cannot read tokenizer {path}: {first_line(error)}; {ANOTHER_TOKENIZER}") from error
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
 
 
-def read_hyperparameters(checkpoint: Path) -> dict:
+def read_hyperparameters(run: RunDirectory, checkpoint: Path) -> dict:
     """The model's hyper-parameters, read without loading its weights (the file is memory-mapped).
 
     Raises:
-        Refusal: when the file is not a checkpoint of an undertale model.
+        UsageError: when the file is not a checkpoint of an undertale model.
     """
-    import torch
-
-    if not zipfile.is_zipfile(checkpoint):  # what torch.save writes
-        raise Refusal(f"{checkpoint} is not a checkpoint (not a torch.save archive); {A_CHECKPOINT}")
     try:
-        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
-        raise Refusal(f"cannot read checkpoint {checkpoint}: {first_line(error)}; {A_CHECKPOINT}") from error
-    hyperparameters = saved.get("hyper_parameters") if isinstance(saved, dict) else None
+        saved, _ = run.read(checkpoint)
+    except UsageError as error:
+        raise UsageError(f"{error}; {A_CHECKPOINT}") from None
+    hyperparameters = saved.get("hyper_parameters")
     missing = [key for key in MODEL_KEYS + ("sequence_length",) if key not in (hyperparameters or {})]
     if missing:
         lacks = ", ".join(missing)
-        raise Refusal(f"{checkpoint} is not a checkpoint of an undertale model (it lacks {lacks}); {A_CHECKPOINT}")
+        raise UsageError(f"{checkpoint} is not a checkpoint of an undertale model (it lacks {lacks}); {A_CHECKPOINT}")
     return dict(hyperparameters)
 
 
@@ -222,12 +191,12 @@ def check_tokenizer(tokenizer: Tokenizer, path: Path, hyperparameters: dict) -> 
     """Refuse a tokenizer whose vocabulary differs from the one the model was trained with.
 
     Raises:
-        Refusal: naming the first id that differs.
+        UsageError: naming the first id that differs.
     """
     ids = special_ids(tokenizer)
     for key in MODEL_KEYS:
         if ids[key] != hyperparameters[key]:
-            raise Refusal(
+            raise UsageError(
                 f"tokenizer {path} does not fit the model: its {key} is {ids[key]}, the model's is "
                 f"{hyperparameters[key]}; {ANOTHER_TOKENIZER}"
             )
@@ -237,13 +206,13 @@ def encode(tokenizer: Tokenizer, text: str, sequence_length: int) -> MaskedText:
     """Tokenize ``text`` and check that the model reads every ``[MASK]`` of it.
 
     Raises:
-        Refusal: when the text is longer than ``sequence_length`` and a ``[MASK]`` lies beyond it.
+        UsageError: when the text is longer than ``sequence_length`` and a ``[MASK]`` lies beyond it.
     """
     encoding = tokenizer.encode(text)
     ids, mask_id = encoding.ids, tokenizer.token_to_id(MASK)
     masks, lost = ids.count(mask_id), ids[sequence_length:].count(mask_id)
     if lost:
-        raise Refusal(
+        raise UsageError(
             f"the text is {len(ids)} tokens long but the model reads only the first {sequence_length} (its sequence "
             f"length), so {lost} of its {masks} {MASK} tokens would be cut off; shorten the text to {sequence_length} "
             "tokens or fewer"
@@ -285,36 +254,33 @@ def resolve_device(name: Optional[str]) -> "torch.device":
     """The device to run on: ``name``, or CUDA when a GPU is available, else CPU.
 
     Raises:
-        Refusal: for an unknown device name or a GPU that is not there.
+        UsageError: for an unknown device name or a GPU that is not there.
     """
     import torch
 
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        device = torch.device(str(name))
     except (RuntimeError, ValueError) as error:
-        raise Refusal(f"unknown device {name!r}; use device=cpu or device=cuda (cuda:1 for a second GPU)") from error
+        raise UsageError(f"unknown device {name!r}; use device=cpu or device=cuda (cuda:1 for a second GPU)") from error
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise Refusal(f"device={name} but this machine has {count} usable CUDA GPU(s); use device=cpu")
+            raise UsageError(f"device={name} but this machine has {count} usable CUDA GPU(s); use device=cpu")
     return device
 
 
-def load_model(checkpoint: Path, device: "torch.device") -> "InstructionTraceTransformerEncoderForMaskedLM":
-    """The trained model, in evaluation mode on ``device``.
+def load_model(run: RunDirectory, checkpoint: Path,
+               device: "torch.device") -> "InstructionTraceTransformerEncoderForMaskedLM":
+    """The trained model, in evaluation mode on ``device`` (:meth:`~undertale.runtime.runs.RunDirectory.load`).
 
     Raises:
-        Refusal: when the checkpoint cannot be loaded.
+        UsageError: when the checkpoint cannot be loaded.
     """
     from undertale.models.maskedlm import InstructionTraceTransformerEncoderForMaskedLM
 
-    try:
-        model = InstructionTraceTransformerEncoderForMaskedLM.load_from_checkpoint(checkpoint, map_location=device)
-    except Exception as error:  # Lightning and torch raise many kinds for a checkpoint of another model
-        raise Refusal(f"cannot load the model from {checkpoint}: {first_line(error)}") from error
-    return model.eval()
+    return run.load(InstructionTraceTransformerEncoderForMaskedLM, checkpoint, device).module
 
 
 def mask_positions(tokenizer: Tokenizer, masked: MaskedText) -> list[int]:
@@ -402,18 +368,11 @@ def fill_masks(model: "InstructionTraceTransformerEncoderForMaskedLM", tokenizer
         The filled text; every other word is kept exactly as given.
 
     Raises:
-        Refusal: when a ``[MASK]`` lies beyond the model's sequence length.
+        UsageError: when a ``[MASK]`` lies beyond the model's sequence length.
     """
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return fill(model, tokenizer, encode(tokenizer, text, model.hparams.sequence_length))[0]
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message, short enough for a one-line error."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def format_candidates(found: list[list[tuple[str, float]]]) -> list[str]:
@@ -424,39 +383,40 @@ def format_candidates(found: list[list[tuple[str, float]]]) -> list[str]:
     ]
 
 
-def run(arguments: dict[str, str]) -> list[str]:
+def run(arguments: Any) -> list[str]:
     """Check the command, load model and tokenizer, fill the masks.
+
+    Arguments:
+        arguments: the composed ``conf/infer.yaml`` (or a dict with its keys).
 
     Returns:
         The lines to print.
 
     Raises:
-        Refusal: for any mistake in the command.
+        UsageError: for any mistake in the command.
     """
-    text, top = arguments["text"], parse_top(arguments.get("top"))
+    text = arguments.get("text")
     check_text(text)
-    checkpoint, tokenizer_path = locate(arguments.get("ckpt_path"), arguments.get("run"), arguments.get("tokenizer"))
+    top = parse_top(arguments.get("top"))
+    directory, checkpoint, tokenizer_path = locate(arguments.get("ckpt_path"), arguments.get("run"),
+                                                   arguments.get("tokenizer"))
     tokenizer = read_tokenizer(tokenizer_path)
-    hyperparameters = read_hyperparameters(checkpoint)
+    hyperparameters = read_hyperparameters(directory, checkpoint)
     check_tokenizer(tokenizer, tokenizer_path, hyperparameters)
     device = resolve_device(arguments.get("device"))
     masked = encode(tokenizer, text, hyperparameters["sequence_length"])
     warn_unknown(unknown_words(tokenizer, masked))
-    model = load_model(checkpoint, device)
+    model = load_model(directory, checkpoint, device)
     filled, found = fill(model, tokenizer, masked, max(top, 1))
     return [filled] + (format_candidates(found) if top else [])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry (``python infer.py key=value ...``); returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
+def main(cfg: Any) -> int:
+    """``python infer.py key=value ...`` once Hydra composed ``conf/infer.yaml``; returns the exit status
+    (2, with one ``error:`` line, for a mistake)."""
     try:
-        lines = run(parse_arguments(argv))
-    except Refusal as refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
+        lines = run(cfg)
+    except UsageError as error:
+        return report_usage_error(error)
     print("\n".join(lines))
     return 0

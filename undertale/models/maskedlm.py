@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import lightning
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics import Metric
 
@@ -20,6 +20,7 @@ from undertale.metrics.token_classes import METRIC_NAMES, target_classes
 from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration
 from undertale.models.encoder import InstructionTraceTransformerEncoder, check_tokens
 from undertale.models.flops import count_parameters, training_flops_per_token
+from undertale.models.heads import MaskedLMHead
 from undertale.models.optimization import AdamWTraining, learning_rate_factor
 from undertale.settings.masking import DEFAULTS as MASKING, MaskingSettings
 from undertale.settings.optimizer import DEFAULTS, SCHEDULES, OptimizerSettings
@@ -132,26 +133,6 @@ class MaskedLMCollator:
         random_tokens = torch.randint(0, self.vocab_size, tokens.shape, generator=generator, dtype=tokens.dtype)
         corrupted = torch.where(randomised, random_tokens, corrupted)
         return {"tokens": corrupted, "mask": mask, "labels": labels}
-
-
-class MaskedLMHead(nn.Module):
-    """Hidden states to vocabulary logits: linear, GELU, LayerNorm, linear decode.
-
-    Arguments:
-        hidden_dimensions: width of the incoming states.
-        vocab_size: number of output logits.
-        eps: LayerNorm epsilon.
-    """
-
-    def __init__(self, hidden_dimensions: int, vocab_size: int, eps: float):
-        super().__init__()
-        self.transform = nn.Linear(hidden_dimensions, hidden_dimensions)
-        self.activation = nn.GELU()
-        self.norm = nn.LayerNorm(hidden_dimensions, eps=eps)
-        self.decode = nn.Linear(hidden_dimensions, vocab_size)
-
-    def forward(self, state: Tensor) -> Tensor:
-        return self.decode(self.norm(self.activation(self.transform(state))))
 
 
 class MaskedLMMetrics(Metric):

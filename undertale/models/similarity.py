@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from undertale.models.encoder import InstructionTraceTransformerEncoder
+from undertale.models.heads import ProjectionHead
 from undertale.models.optimization import AdamWTraining
 from undertale.settings.optimizer import DEFAULTS, OptimizerSettings
 from undertale.metrics.retrieval import pools, search_scores
@@ -64,23 +65,6 @@ def info_nce_rows(a: Tensor, b: Tensor, temperature: float, a_all: Optional[Tens
     forward = F.cross_entropy((a @ b_all.T).float() / temperature, labels, reduction="none")
     backward = F.cross_entropy((b @ a_all.T).float() / temperature, labels, reduction="none")
     return (forward + backward) / 2
-
-
-class ProjectionHead(nn.Module):
-    """Pooled states to the search space: linear, GELU, linear (the SimCLR head).
-
-    ``input_dimensions`` is the pooled width (twice the encoder's for ``mean+max``); the hidden layer has the
-    encoder's width.
-    """
-
-    def __init__(self, hidden_dimensions: int, projection_size: int, input_dimensions: Optional[int] = None):
-        super().__init__()
-        self.transform = nn.Linear(input_dimensions or hidden_dimensions, hidden_dimensions)
-        self.activation = nn.GELU()
-        self.project = nn.Linear(hidden_dimensions, projection_size)
-
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.project(self.activation(self.transform(pooled)))
 
 
 class InstructionTraceTransformerEncoderForSimilarity(AdamWTraining, lightning.LightningModule):
@@ -260,20 +244,22 @@ def validation_scores(embeddings: np.ndarray, pairs: np.ndarray, sides: np.ndarr
 def load_pretrained_encoder(module: nn.Module, run) -> str:
     """Copy the encoder weights of a pretraining run's checkpoint into ``module.encoder``; the checkpoint used.
 
+    The checkpoint is the one every command loads (:meth:`~undertale.runtime.runs.RunDirectory.checkpoint`).
+
     Raises:
-        ValueError: when the run has no intact checkpoint, or its encoder does not fit (other sizes).
+        UsageError: (a ``ValueError``) when the run has no intact checkpoint, or its encoder does not fit.
     """
-    checkpoint, _ = run.intact_checkpoint()
-    if checkpoint is None:
-        raise ValueError(f"pretrained={run.path} has no intact checkpoint")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    from undertale.runtime.errors import UsageError
+
+    saved, checkpoint = run.read()
+    state = saved.get("state_dict") or {}
     encoder = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
     if not encoder:
-        raise ValueError(f"{checkpoint} holds no encoder weights")
+        raise UsageError(f"{checkpoint} holds no encoder weights")
     own = module.encoder.state_dict()
     wrong = [key for key, value in encoder.items() if key in own and own[key].shape != value.shape]
     if wrong or own.keys() != encoder.keys():
-        raise ValueError(f"the encoder of {checkpoint} does not fit this model "
+        raise UsageError(f"the encoder of {checkpoint} does not fit this model "
                          f"({wrong[0] if wrong else 'other layers'}): its sizes or tokenizer differ")
     module.encoder.load_state_dict(encoder)
     return str(checkpoint)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import NoReturn, Optional
 
-from undertale.report.errors import ReportError
+from undertale.runtime.errors import UsageError, report_usage_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +43,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         report = make_report(arguments.paths, arguments.output, arguments.objective, arguments.mode,
                              arguments.allow_mixed)
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UsageError as error:
+        return report_usage_error(error)
     except OSError as error:
         print(f"error: cannot write the report: {error}", file=sys.stderr)
         return 1

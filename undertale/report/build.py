@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from undertale.report import figures
-from undertale.report.errors import ReportError
+from undertale.runtime.errors import UsageError
 from undertale.report.jobs import FAILED, Job, read_jobs
 from undertale.report.scaling import COLUMNS as SCALING_COLUMNS, FORMATS as SCALING_FORMATS, is_scaling, scaling_rows
 from undertale.report.table import COMMAND, JOB, Table, best_column, build_table, direction, markdown, write_csv
@@ -118,7 +118,7 @@ def make_report(paths: list[str], output: Optional[str] = None, objective: Optio
         The :class:`Report`, with the files written.
 
     Raises:
-        ReportError: no runs, an incomplete run directory, mixed code versions, an objective no job logged.
+        UsageError: no runs, an incomplete run directory, mixed code versions, an objective no job logged.
         OSError: the output directory cannot be written.
     """
     chosen = objective or DEFAULT_OBJECTIVE
@@ -128,7 +128,7 @@ def make_report(paths: list[str], output: Optional[str] = None, objective: Optio
     table = build_table(jobs, chosen, mode)
     if objective is not None and objective not in _known_metrics(jobs, table):
         names = sorted(name for name in _known_metrics(jobs, table) if name.startswith(("val/", "eval/", "train/")))
-        raise ReportError(f"no job logged {objective}; logged: {', '.join(names) or 'nothing'}")
+        raise UsageError(f"no job logged {objective}; logged: {', '.join(names) or 'nothing'}")
     directory = Path(output or paths[0]).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     report = Report(table, directory, versions=found,

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import yaml
 
 from undertale.runtime.runs import RunDirectory
-from undertale.report.errors import ReportError
+from undertale.runtime.errors import UsageError
 from undertale.report.history import History, read_history
 
 FAILED, FINISHED = "failed", "finished"
@@ -107,24 +107,24 @@ def find_runs(paths: list[str]) -> list[Path]:
     """Every run directory in ``paths``: a run, a sweep (multirun) directory, or a folder holding them.
 
     Raises:
-        ReportError: a path that does not exist, a run directory without ``metrics.json`` or ``config.yaml``,
+        UsageError: a path that does not exist, a run directory without ``metrics.json`` or ``config.yaml``,
             or no runs at all.
     """
     found: list[Path] = []
     for given in paths:
         path = Path(given).expanduser()
         if not path.is_dir():
-            raise ReportError(f"{given} is not a directory" if path.exists() else f"{given} does not exist")
+            raise UsageError(f"{given} is not a directory" if path.exists() else f"{given} does not exist")
         run = RunDirectory(path)
         if _is_run(path):
             for required in (run.metrics, run.config):
                 if not required.is_file():
-                    raise ReportError(f"{given} has no {required.name}: not a finished run directory "
-                                      "(still running, or killed before it wrote one?)")
+                    raise UsageError(f"{given} has no {required.name}: not a finished run directory "
+                                     "(still running, or killed before it wrote one?)")
         runs = _runs_below(path, MAX_DEPTH)
         if not runs:
-            raise ReportError(f"no runs found in {given} (a run directory holds {run.metrics.name} and "
-                              f"{run.config.name}; a sweep directory holds one folder per job)")
+            raise UsageError(f"no runs found in {given} (a run directory holds {run.metrics.name} and "
+                             f"{run.config.name}; a sweep directory holds one folder per job)")
         found.extend(sorted(runs, key=_order))
     unique: dict[Path, Path] = {}
     for path in found:  # the same run given twice (or through a link) is one job
@@ -174,7 +174,7 @@ def read_jobs(paths: list[str]) -> list[Job]:
     """The jobs under ``paths`` (see :func:`find_runs`), labelled by their path below the common folder.
 
     Raises:
-        ReportError: see :func:`find_runs`.
+        UsageError: see :func:`find_runs`.
     """
     runs = find_runs(paths)
     root = Path(os.path.commonpath(runs)) if len(runs) > 1 else runs[0].parent

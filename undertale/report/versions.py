@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from undertale.report.errors import ReportError
+from undertale.runtime.errors import UsageError
 from undertale.report.jobs import Job
 
 
@@ -36,12 +36,12 @@ def check_versions(jobs: list[Job], allow_mixed: bool) -> dict[str, list[str]]:
     """The code versions of ``jobs``.
 
     Raises:
-        ReportError: the jobs ran different commits, or the same commit clean and dirty, and ``allow_mixed``
+        UsageError: the jobs ran different commits, or the same commit clean and dirty, and ``allow_mixed``
             is false; the message names each version and its jobs.
     """
     found = versions(jobs)
     if len(found) > 1 and not allow_mixed:
         named = "; ".join(f"{version} ({_jobs(labels)})" for version, labels in found.items())
-        raise ReportError(f"the runs come from different code versions: {named}; "
-                          "compare them anyway with --allow-mixed")
+        raise UsageError(f"the runs come from different code versions: {named}; "
+                         "compare them anyway with --allow-mixed")
     return found

@@ -1,28 +1,30 @@
-"""How a training job can stop short, and the exit code of each (see ``train.py``).
+"""How a command stops short, and the exit code of each.
 
-Kept free of heavy imports: the command line is checked with these before
-torch and Lightning load.
+:class:`UsageError` is the one expected failure of every command (``train.py``, ``evaluate.py``,
+``embed.py``, ``infer.py``, ``python -m undertale.report``): a mistake in the command or an input it
+cannot use. Each command's entry catches it in one place and prints it with :func:`report_usage_error`:
+one line ``error: <message>`` on stderr, exit code 2, no traceback.
+
+Kept free of heavy imports: the command line is checked with these before torch and Lightning load.
 """
 
 from __future__ import annotations
 
-
-class ConfigError(ValueError):
-    """A config value that cannot run, in one line naming its key. Exit code 2."""
-
-    exit_code = 2
+import sys
 
 
-class ResumeError(ValueError):
-    """A resume that cannot continue the run it names, with what to do instead. Exit code 2."""
+class UsageError(ValueError):
+    """A mistake in a command, or an input it cannot use, in one line saying what to do instead. Exit code 2."""
 
     exit_code = 2
 
 
-class RunError(ValueError):
-    """Settings that cannot run together, with what to do instead. Exit code 2."""
+class ConfigError(UsageError):
+    """A config value that cannot run, in one line naming its key (a :class:`UsageError`)."""
 
-    exit_code = 2
+
+class RunError(UsageError):
+    """Settings that cannot run together, with what to do instead (a :class:`UsageError`)."""
 
 
 class Diverged(RuntimeError):
@@ -40,4 +42,17 @@ class Preempted(RuntimeError):
         self.exit_code = 128 + int(signum)
 
 
-STOPS = (ConfigError, ResumeError, RunError, Diverged, Preempted)
+STOPS = (UsageError, Diverged, Preempted)
+
+
+def first_line(error: BaseException | str, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when empty), at most ``limit`` characters."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def report_usage_error(error: UsageError | str) -> int:
+    """Print ``error: <message>`` (its first line) on stderr; the exit code (2)."""
+    print(f"error: {first_line(error, 2000)}", file=sys.stderr)
+    return getattr(error, "exit_code", 2)

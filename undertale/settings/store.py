@@ -78,7 +78,10 @@ def typed_node(settings: type, target_: str, values: dict[str, Any], partial: bo
         value = values[field.name]
         default = (dataclasses.field(default_factory=lambda value=value: list(value))
                    if isinstance(value, (list, tuple)) else dataclasses.field(default=value))
-        fields.append((field.name, _node_type(hints[field.name]), default))
+        kind = _node_type(hints[field.name])
+        if isinstance(value, str) and value.startswith("${") and kind is not Any:
+            kind = Optional[kind]  # an interpolation (${seed}) may resolve to null in a config that leaves it open
+        fields.append((field.name, kind, default))
     return dataclasses.make_dataclass(settings.__name__, fields)
 
 

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from undertale.training.checks import check_command_line, check_config, runs_root
-from undertale.runtime.errors import STOPS, ConfigError, ResumeError
+from undertale.runtime.errors import STOPS, UsageError, report_usage_error
 from undertale.training.resume import resumption
 
 
@@ -43,8 +43,8 @@ def before_hydra(argv: list[str]) -> list[str]:
             print(f"resume=latest: no run with a checkpoint under {runs_root(cfg)}; starting a new run")
             return [arg if not arg.startswith("resume=") else "resume=null" for arg in argv]
         check_config(resumed.config)
-    except (ConfigError, ResumeError) as error:
-        _fail(str(error), 2)
+    except UsageError as error:  # ConfigError among them: one line, exit code 2
+        sys.exit(report_usage_error(error))
     arguments = [arg if not arg.startswith("resume=") else f"resume={resumed.run.path}" for arg in arguments]
     if not any(arg.startswith("hydra.run.dir=") for arg in arguments):
         arguments += [f"hydra.run.dir={resumed.run.path}", "hydra.output_subdir=null"]
@@ -58,7 +58,7 @@ def run_job(cfg: DictConfig) -> float:
 
     try:
         metrics = train(cfg)
-    except STOPS as error:
+    except STOPS as error:  # UsageError (ConfigError, RunError), Diverged, Preempted
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed
         _fail(str(error), error.exit_code)

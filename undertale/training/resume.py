@@ -16,7 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from undertale.runtime.runs import RunDirectory
-from undertale.runtime.errors import ResumeError
+from undertale.runtime.errors import UsageError
 
 LATEST = "latest"
 # Keys a resumed run may change: where and how long it runs, not what it computes.
@@ -73,7 +73,7 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
         The config to run and notes on what the overrides change.
 
     Raises:
-        ResumeError: naming every overridden key that would change what the run computes.
+        UsageError: naming every overridden key that would change what the run computes.
     """
     given = OmegaConf.masked_copy(given, [key for key in given if key != "hydra"])
     config = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(given, resolve=True)), saved)
@@ -108,7 +108,7 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
             else:
                 notes.append(f"{name}: {old!r} -> {new!r}")
     if conflicts:
-        raise ResumeError(
+        raise UsageError(
             f"resume continues a run with its own config; these overrides change it: {'; '.join(conflicts)}. "
             f"Drop them, or start a new run (allowed with resume=: {', '.join(ALLOWED_ON_RESUME)})"
         )
@@ -128,7 +128,7 @@ def resumption(resume: str, given: DictConfig, overrides: list[str], runs_root: 
         None for ``latest`` when there is no earlier run (a new run starts).
 
     Raises:
-        ResumeError: for a directory that is not a run, a run without an intact checkpoint, or
+        UsageError: for a directory that is not a run, a run without an intact checkpoint, or
             overrides that would change the run.
     """
     if resume == LATEST:
@@ -138,13 +138,13 @@ def resumption(resume: str, given: DictConfig, overrides: list[str], runs_root: 
     else:
         run = RunDirectory(Path(resume).expanduser().resolve())
         if not run.path.is_dir():
-            raise ResumeError(f"resume={resume}: no such run directory")
+            raise UsageError(f"resume={resume}: no such run directory")
     if not run.config.is_file():
-        raise ResumeError(f"resume={resume}: {run.path} has no config.yaml; is it a run directory?")
+        raise UsageError(f"resume={resume}: {run.path} has no config.yaml; is it a run directory?")
     checkpoint, skipped = run.intact_checkpoint()
     if checkpoint is None:
         found = "; ".join(skipped) if skipped else f"no checkpoint in {run.checkpoints}"
-        raise ResumeError(f"resume={resume}: nothing to resume from ({found})")
+        raise UsageError(f"resume={resume}: nothing to resume from ({found})")
     config, notes = restore_config(OmegaConf.load(run.config), given, overrides)
     config.resume = str(run.path)
     if skipped:
