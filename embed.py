@@ -8,18 +8,7 @@ Writes one row per function: source, name, address, size, instructions and
 sequence length are embedded by windows and averaged (see undertale.inference.embedding).
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from undertale.inference.embed_command import embed_command
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="embed")
-def main(cfg: DictConfig) -> None:
-    sys.exit(embed_command(cfg))
-
+from undertale.commands.embed import main
 
 if __name__ == "__main__":
     main()

@@ -10,22 +10,7 @@ writes <run dir>/evaluation.json and logs a W&B run (job type evaluate). See doc
 Exit codes: 0 done, 2 a mistake in the command or a run that cannot be evaluated (one line on stderr).
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from undertale.settings.store import register_configs
-from undertale.evaluation.entry import before_hydra, run_task
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    run_task(cfg)
-
+from undertale.commands.evaluate import main
 
 if __name__ == "__main__":
-    before_hydra(sys.argv)
     main()

@@ -8,18 +8,7 @@ trust_remote_code=True)`` (and ``AutoModelForMaskedLM`` for a pretraining run) o
 (docs/export.md).
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from undertale.inference.export import export_command
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    sys.exit(export_command(cfg))
-
+from undertale.commands.export import main
 
 if __name__ == "__main__":
     main()

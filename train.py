@@ -11,22 +11,7 @@ Exit codes: 0 finished, 1 failed or diverged, 2 a config mistake (one line on st
 128 + the signal number when preempted by SIGTERM (143) or SIGUSR1 (138).
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from undertale.settings.store import register_configs
-from undertale.training.entry import before_hydra, run_job
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return run_job(cfg)
-
+from undertale.commands.train import main
 
 if __name__ == "__main__":
-    sys.argv = before_hydra(sys.argv)
     main()

@@ -24,8 +24,8 @@ LAYERS = (
     ("undertale.inference",),
     ("undertale.tasks",),
     ("undertale.training",),
-    ("undertale.evaluation", "undertale.report"),
-    ("undertale.bench", "undertale.cli"),
+    ("undertale.evaluation", "undertale.report", "undertale.search"),
+    ("undertale.bench", "undertale.commands", "undertale.cli"),
 )
 # layers whose modules must import neither torch nor Lightning at module level (checking a config must stay light)
 TORCH_FREE = ("undertale.settings", "undertale.runtime.runs", "undertale.runtime.errors")

@@ -28,7 +28,8 @@ from undertale.settings.masking import DEFAULTS as MASKING, MaskingSettings
 from undertale.settings.optimizer import DEFAULTS as OPTIMIZER, OptimizerSettings
 from undertale.settings.resolvers import register_resolvers
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+# the configs: the package's conf/ (in a checkout, a link to the repository's conf/, the one users edit)
+CONF = Path(__file__).resolve().parents[1] / "conf"
 INTERNAL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 # Named, not imported: composing and checking a config must not wait for torch and Lightning, and the
 # settings layer imports no layer above it (tests/test_architecture.py proves each resolves to its class).
