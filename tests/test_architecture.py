@@ -21,10 +21,10 @@ LAYERS = (
     ("undertale.data",),
     ("undertale.metrics",),
     ("undertale.models",),
-    ("undertale.inference",),
+    ("undertale.inference", "undertale.search"),
     ("undertale.tasks",),
     ("undertale.training",),
-    ("undertale.evaluation", "undertale.report", "undertale.search"),
+    ("undertale.evaluation", "undertale.report"),
     ("undertale.bench", "undertale.commands", "undertale.cli"),
 )
 # layers whose modules must import neither torch nor Lightning at module level (checking a config must stay light)

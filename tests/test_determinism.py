@@ -128,3 +128,27 @@ def test_tokenized_and_packed_shards_do_not_depend_on_workers(corpus, model, tmp
     for step in ("tokenized", "packed"):
         alone, pooled = shard_digests(tmp_path / "alone" / step), shard_digests(tmp_path / "pool" / step)
         assert alone == pooled and len(alone) == len(parquet_files(corpus)), step
+
+
+@pytest.mark.slow
+def test_two_fresh_caches_give_the_same_fingerprint_tokenizer_and_first_20_losses(tmp_path):
+    """The reproducibility promise end to end: nothing shared but the inputs and the seed."""
+    import json
+
+    from helpers import small, train_in_process
+
+    for name in ("one", "two"):
+        train_in_process(*small(tmp_path / f"cache-{name}", steps=20, logger="csv"), "trainer.log_every_n_steps=1",
+                         f"hydra.run.dir={tmp_path / name}")
+    [first, second] = [json.loads(next((tmp_path / f"cache-{name}" / "corpus").glob("*/manifest.json")).read_text())
+                       for name in ("one", "two")]
+    assert first["fingerprint"] == second["fingerprint"]
+    assert sha256(tmp_path / "one" / "tokenizer.json") == sha256(tmp_path / "two" / "tokenizer.json")
+    losses = [losses_of(tmp_path / name) for name in ("one", "two")]
+    assert len(losses[0]) >= 20 and losses[0][:20] == losses[1][:20]
+
+
+def losses_of(run_dir: Path) -> list[float]:
+    lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("train/loss")
+    return [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]

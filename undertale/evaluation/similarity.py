@@ -19,7 +19,6 @@ TF-IDF's cosines averaged (:func:`hybrid_vectors`).
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from undertale.runtime.errors import UsageError, first_line, report_usage_error
-from undertale.metrics.retrieval import pools, search_scores, unit_rows
+from undertale.metrics.retrieval import hybrid_vectors, pools, search_scores
 from undertale.metrics.tfidf import TfIdf
 
 DEFAULT_POOLS = (32, 1000)
@@ -101,20 +100,6 @@ def default_comparisons(rows: Sequence[dict]) -> list[tuple[Setting, Setting]]:
             if Setting(first, level) in settings and Setting(second, level) in settings:
                 comparisons.append((Setting(first, level), Setting(second, level)))
     return comparisons
-
-
-def hybrid_vectors(dense, sparse):
-    """Each row of ``dense`` and of ``sparse`` at unit length, side by side, scaled by 1/sqrt(2) (scipy sparse).
-
-    The dot product of two such rows is the mean of the two systems' cosines: an encoder's vectors and
-    TF-IDF's rows scored together with equal weight (no weight is fitted). Rows are functions, in the
-    same order in both.
-    """
-    from scipy.sparse import csr_matrix, hstack
-
-    if dense.shape[0] != sparse.shape[0]:
-        raise ValueError(f"hybrid_vectors: {dense.shape[0]} dense rows against {sparse.shape[0]} sparse rows")
-    return (hstack([csr_matrix(unit_rows(dense)), unit_rows(sparse)]) / math.sqrt(2)).tocsr()
 
 
 @dataclass(frozen=True)

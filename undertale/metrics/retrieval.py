@@ -6,7 +6,10 @@ same row) gives MRR (mean of 1/rank) and Recall@1 (share ranked first). Pure num
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.sparse import csr_matrix, hstack
 
 
 def pools(count: int, size: int, seed: int) -> list[np.ndarray]:
@@ -46,3 +49,15 @@ def search_scores(queries, candidates, pool_list: list[np.ndarray]) -> dict:
     return {"mrr": float(np.mean(1.0 / all_ranks)), "recall@1": float(np.mean(all_ranks == 1)),
             "queries": int(len(all_ranks)), "pools": len(pool_list),
             "pool_size": int(max(len(pool) for pool in pool_list))}
+
+
+def hybrid_vectors(dense, sparse):
+    """Each row of ``dense`` and of ``sparse`` at unit length, side by side, scaled by 1/sqrt(2) (scipy sparse).
+
+    The dot product of two such rows is the mean of the two systems' cosines: an encoder's vectors and
+    TF-IDF's rows scored together with equal weight (no weight is fitted). Rows are functions, in the
+    same order in both.
+    """
+    if dense.shape[0] != sparse.shape[0]:
+        raise ValueError(f"hybrid_vectors: {dense.shape[0]} dense rows against {sparse.shape[0]} sparse rows")
+    return (hstack([csr_matrix(unit_rows(dense)), unit_rows(sparse)]) / math.sqrt(2)).tocsr()
