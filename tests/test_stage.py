@@ -193,7 +193,8 @@ def test_checksum_mismatch_is_one_line_and_exit_2(archive, tmp_path):
     """Run as a subprocess: a file that does not match the index's SHA256."""
     mirror = tmp_path / "mirror"
     shutil.copytree(archive["root"], mirror)
-    (mirror / "debian/pool/main/p/plain/plain_2.0.orig.tar.gz").write_bytes(b"not the tarball")
+    tarball = mirror / "debian/pool/main/p/plain/plain_2.0.orig.tar.gz"
+    tarball.write_bytes(bytes(byte ^ 0xFF for byte in tarball.read_bytes()))  # the same size, other bytes
     handler = lambda *args, **kwargs: _Handler(*args, directory=str(mirror), **kwargs)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -209,7 +210,7 @@ def test_checksum_mismatch_is_one_line_and_exit_2(archive, tmp_path):
         server.server_close()
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: checksum mismatch: plain_2.0.orig.tar.gz")
+    assert result.stderr.startswith("error: plain_2.0.orig.tar.gz: checksum mismatch")
     assert not (tmp_path / "src" / "plain_2.0.orig.tar.gz").exists()
     assert not (tmp_path / "src" / "plain_2.0.orig.tar.gz.part").exists()
 

@@ -32,13 +32,14 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from undertale import __version__
+from undertale.data.archive import file_sha256
 from undertale.data.corpus.inputs import SYSTEM_DIRECTORIES, expand_inputs, system_inputs
 from undertale.data.corpus.read import SCHEMA, FileResult, read_file
 
@@ -160,14 +161,6 @@ def manifest_fingerprint(manifest: dict) -> str:
                  "packages": sorted(f"{r['package']}:{r['arch']}={r['version']}" for r in manifest["packages"])}
         return content_fingerprint(digests, options, extra)
     return content_fingerprint([item["sha256"] for item in manifest["input_files"]], options)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_digests(output: Path, shards: dict[str, list[str]]) -> dict[str, dict]:
@@ -347,18 +340,27 @@ def build_corpus(
         "files": len(files),
         "parameters": asdict(options) | {"workers": reader.workers} | ({"scheduler": scheduler} if scheduler else {}),
         "counts": corpus.counts(),
+        "input_files": inputs,
+    }
+    return finish_manifest(output, manifest, corpus, shards, elapsed, print if progress else None)
+
+
+def finish_manifest(output: Path, manifest: dict, corpus: Any, shards: dict[str, list[str]], elapsed: float,
+                    log: Optional[Callable[[str], None]]) -> dict:
+    """Complete a build's manifest (skips, shards and their digests, time, the content fingerprint), write it
+    last (its presence marks a complete corpus) and give its summary to ``log``."""
+    manifest |= {
         "skipped_reasons": corpus.skipped_reasons(),
         "skipped_files": corpus.skipped,
         "shards": shards,
         "shard_files": shard_digests(output, shards),
-        "input_files": inputs,
         "seconds": round(elapsed, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest["fingerprint"] = manifest_fingerprint(manifest)
     write_manifest(output, manifest)
-    if progress:
-        print(summary(manifest, output))
+    if log is not None:
+        log(summary(manifest, output))
     return manifest
 
 

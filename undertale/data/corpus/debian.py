@@ -52,25 +52,20 @@ from undertale.data.corpus.build import (
     SPLITS,
     CorpusOptions,
     CorpusWriter,
-    file_sha256,
+    finish_manifest,
     load_manifest,
-    manifest_fingerprint,
-    shard_digests,
     split_of,
-    summary,
-    write_manifest,
 )
+from undertale.data.archive import ArchiveError, apt_mirrors, download, open_url
 from undertale.data.corpus.deb import AR_MAGIC, MAX_MEMBER_BYTES, DebError, deb_elf_files
 from undertale.data.corpus.read import FileResult, read_bytes
 from undertale.settings.data import default_cache_dir
 
 ARCHITECTURES = ("amd64", "arm64", "i386")
 DEFAULT_ARCHITECTURE = "amd64"
-DEFAULT_MIRROR = "https://deb.debian.org/debian"
 DEFAULT_SUITE = "bookworm"
 COMPONENT = "main"
 TIMEOUT_S = 30
-CHUNK = 1 << 20
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~:-]*$")
 
@@ -153,43 +148,6 @@ def parse_list(path: str | os.PathLike) -> list[Pin]:
     return pins
 
 
-def apt_mirrors(etc: str | os.PathLike = "/etc/apt") -> tuple[str, Optional[str]]:
-    """(Debian mirror, security archive or None) from /etc/apt's sources: deb822 ``*.sources`` and one-line
-    ``sources.list``/``*.list``; (:data:`DEFAULT_MIRROR`, None) when none is a Debian archive. Only read."""
-    etc = Path(etc)
-    uris: list[str] = []
-    directory = etc / "sources.list.d"
-    for path in sorted(directory.glob("*.sources")) if directory.is_dir() else []:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for paragraph in re.split(r"\n\s*\n", text):
-            fields = dict(line.split(":", 1) for line in paragraph.splitlines() if ":" in line and line[:1].isalpha())
-            if fields.get("Enabled", "yes").strip().lower() == "no" or "deb" not in fields.get("Types", "").split():
-                continue
-            uris += fields.get("URIs", "").split()
-    lists = [etc / "sources.list", *(sorted(directory.glob("*.list")) if directory.is_dir() else [])]
-    for path in lists:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            match = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
-            if match:
-                uris.append(match.group(1))
-    uris = [uri.rstrip("/") for uri in uris if re.match(r"https?://", uri)]
-    mirror = next((uri for uri in uris if uri.endswith("/debian")), DEFAULT_MIRROR)
-    security = next((uri for uri in uris if uri.endswith("/debian-security")), None)
-    return mirror, security
-
-
-def default_mirror() -> str:
-    """The Debian mirror of /etc/apt's sources, else :data:`DEFAULT_MIRROR`."""
-    return apt_mirrors()[0]
-
-
 def parse_packages(text: str) -> dict[str, list[DebEntry]]:
     """The entries of a ``Packages`` index by package name (only the fields a download needs)."""
     entries: dict[str, list[DebEntry]] = {}
@@ -208,13 +166,6 @@ def parse_packages(text: str) -> dict[str, list[DebEntry]]:
     return entries
 
 
-def _open(url: str, offset: int = 0):
-    request = urllib.request.Request(url, headers={"User-Agent": f"undertale/{__version__}"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    return urllib.request.urlopen(request, timeout=TIMEOUT_S)
-
-
 def fetch_packages_index(base: str, dist: str, arch: str) -> dict[str, list[DebEntry]]:
     """The parsed ``Packages.xz`` of ``dist``'s main component for ``arch`` at the archive ``base``.
 
@@ -223,7 +174,7 @@ def fetch_packages_index(base: str, dist: str, arch: str) -> dict[str, list[DebE
     """
     url = f"{base.rstrip('/')}/dists/{dist}/{COMPONENT}/binary-{arch}/Packages.xz"
     try:
-        with _open(url) as response:
+        with open_url(url, timeout=TIMEOUT_S) as response:
             data = response.read()
         text = lzma.decompress(data).decode("utf-8", errors="replace")
     except urllib.error.HTTPError as error:
@@ -297,44 +248,14 @@ def download_deb(pin: Pin, entry: DebEntry, cache: Path) -> tuple[Path, int]:
             file that is not a ``.deb``.
     """
     target = deb_path(cache, entry.sha256)
-    if target.is_file():
-        if target.stat().st_size == entry.size and file_sha256(target) == entry.sha256:
-            return target, 0
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    offset = partial.stat().st_size if partial.exists() else 0
-    if offset > entry.size:
-        partial.unlink()
-        offset = 0
-    downloaded = 0
-    if offset < entry.size:
-        try:
-            with _open(entry.url, offset) as response:
-                resumed = offset and getattr(response, "status", 200) == 206
-                with partial.open("ab" if resumed else "wb") as handle:
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        handle.write(block)
-                        downloaded += len(block)
-        except urllib.error.HTTPError as error:
-            raise DebianError(f"{pin.spec}: download {entry.url}: HTTP {error.code} {error.reason}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise DebianError(f"{pin.spec}: download {entry.url} failed: {getattr(error, 'reason', error)} "
-                              f"(partial file kept; rerun to resume)") from None
-    size = partial.stat().st_size
-    if size < entry.size:
-        raise DebianError(f"{pin.spec}: truncated download: {size:,} of {entry.size:,} bytes from {entry.url} "
-                          f"(partial file kept; rerun to resume)")
-    got = file_sha256(partial)
-    if size != entry.size or got != entry.sha256:
-        partial.unlink()
-        raise DebianError(f"{pin.spec}: checksum mismatch: {entry.url} has {size:,} bytes with SHA256 {got}, the "
-                          f"index says {entry.size:,} bytes with {entry.sha256} (file removed)")
-    with partial.open("rb") as handle:
+    try:
+        downloaded = download(entry.url, target, entry.size, entry.sha256, pin.spec)
+    except ArchiveError as error:
+        raise DebianError(str(error)) from None
+    with target.open("rb") as handle:
         if handle.read(8) != AR_MAGIC:
-            partial.unlink()
+            target.unlink()
             raise DebianError(f"{pin.spec}: not a .deb: {entry.url} is no ar archive (file removed)")
-    partial.replace(target)
     return target, downloaded
 
 
@@ -573,18 +494,9 @@ def build_debian_corpus(
             "downloaded_bytes": downloads["bytes"], "deb_bytes": sum(record["size"] for record in records),
         },
         "failed_packages": dict(sorted(failed.items())),
-        "skipped_reasons": corpus.skipped_reasons(),
-        "skipped_files": corpus.skipped,
-        "shards": shards,
-        "shard_files": shard_digests(output, shards),
         "packages": records,
-        "seconds": round(elapsed, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    manifest["fingerprint"] = manifest_fingerprint(manifest)
-    write_manifest(output, manifest)
-    if progress:
-        log(summary(manifest, output))
+    manifest = finish_manifest(output, manifest, corpus, shards, elapsed, log if progress else None)
     if failed and not allow_missing:
         raise ValueError(f"{len(failed)} of {total} packages failed (named above and in {output / 'manifest.json'}); "
                          "the packages that worked are cached: rerun to retry, or pass --allow-missing "

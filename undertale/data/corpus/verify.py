@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
-from undertale.data.corpus.build import SPLITS, file_sha256, manifest_fingerprint
+from undertale.data.archive import file_sha256
+from undertale.data.corpus.build import SPLITS, manifest_fingerprint
 from undertale.data.corpus.deb import DebError, deb_elf_files
 
 

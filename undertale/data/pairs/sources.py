@@ -13,7 +13,6 @@ Every failure is a :class:`SourceError` (a ``ValueError``) with a one-line messa
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import os
 import re
@@ -27,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-DEFAULT_MIRROR = "https://deb.debian.org/debian"
-TIMEOUT_S = 60
-CHUNK = 1 << 20
+from undertale.data.archive import ArchiveError, download, open_url
+
 
 
 class SourceError(ValueError):
@@ -69,34 +67,6 @@ def unpacked_name(package: str, version: str) -> str:
     return f"{package}-{upstream_version(version)}"
 
 
-def apt_mirror(etc: str | os.PathLike = "/etc/apt") -> str:
-    """The Debian mirror configured in ``etc`` (deb822 ``*.sources`` or one-line ``sources.list``), or
-    :data:`DEFAULT_MIRROR`. Only read, never written."""
-    etc = Path(etc)
-    uris: list[str] = []
-    for path in sorted((etc / "sources.list.d").glob("*.sources")) if (etc / "sources.list.d").is_dir() else []:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        uris += [line.split(":", 1)[1].split()[0] for line in text.splitlines()
-                 if line.startswith("URIs:") and line.split(":", 1)[1].split()]
-    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))] \
-            if (etc / "sources.list.d").is_dir() else [etc / "sources.list"]:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            match = re.match(r"\s*deb(?:-src)?\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
-            if match:
-                uris.append(match.group(1))
-    for uri in uris:
-        if re.match(r"https?://", uri) and uri.rstrip("/").endswith("/debian"):
-            return uri.rstrip("/")
-    return DEFAULT_MIRROR
-
-
 def parse_sources(text: str) -> dict[str, list[SourceEntry]]:
     """The entries of a ``Sources`` index by package name (several versions may be listed)."""
     entries: dict[str, list[SourceEntry]] = {}
@@ -122,29 +92,18 @@ def parse_sources(text: str) -> dict[str, list[SourceEntry]]:
     return entries
 
 
-def _open(url: str, offset: int = 0):
-    request = urllib.request.Request(url, headers={"User-Agent": "undertale-stage"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
-    except urllib.error.HTTPError as error:
-        raise SourceError(f"download failed: {url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise SourceError(f"download failed: {url}: {reason}") from None
-
-
 def fetch_index(mirror: str, suite: str, component: str = "main") -> dict[str, list[SourceEntry]]:
     """The ``Sources.xz`` index of ``suite`` at ``mirror``, parsed."""
     url = f"{mirror.rstrip('/')}/dists/{suite}/{component}/source/Sources.xz"
     try:
-        with _open(url) as response:
+        with open_url(url) as response:
             data = response.read()
         return parse_sources(lzma.decompress(data).decode("utf-8", errors="replace"))
-    except SourceError:
-        raise
-    except (OSError, lzma.LZMAError, EOFError) as error:
+    except urllib.error.HTTPError as error:
+        raise SourceError(f"download failed: {url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise SourceError(f"download failed: {url}: {getattr(error, 'reason', error)}") from None
+    except (lzma.LZMAError, EOFError) as error:
         raise SourceError(f"download failed: {url}: {error}") from None
 
 
@@ -160,42 +119,17 @@ def find_entry(index: dict[str, list[SourceEntry]], package: str, version: str, 
     raise SourceError(f"{package}: pinned version {version} not found: {where} has {package} {others}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_file(url: str, target: Path, expected: SourceFile) -> bool:
     """Download ``url`` to ``target`` (resuming ``target.part``) and check its size and SHA256.
 
     Returns False when ``target`` was already there with the right SHA256 (nothing downloaded).
     """
-    if target.exists() and target.stat().st_size == expected.size and _sha256(target) == expected.sha256:
-        return False
-    partial = target.with_name(target.name + ".part")
-    offset = partial.stat().st_size if partial.exists() else 0
-    if offset > expected.size:
-        partial.unlink()
-        offset = 0
-    if offset < expected.size:
-        with _open(url, offset) as response:
-            resumed = offset and getattr(response, "status", 200) == 206
-            try:
-                with partial.open("ab" if resumed else "wb") as handle:
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        handle.write(block)
-            except OSError as error:
-                raise SourceError(f"download failed: {url}: {error} (rerun to resume)") from None
-    got = _sha256(partial)
-    if got != expected.sha256:
-        partial.unlink()
-        raise SourceError(f"checksum mismatch: {target.name}: SHA256 {got}, the index says {expected.sha256} "
-                          f"(file removed; rerun to download it again)")
-    partial.replace(target)
-    return True
+    reused = target.is_file() and target.stat().st_size == expected.size
+    try:
+        downloaded = download(url, target, expected.size, expected.sha256, target.name)
+    except ArchiveError as error:
+        raise SourceError(str(error)) from None
+    return not (reused and downloaded == 0)
 
 
 def _strip_first(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:

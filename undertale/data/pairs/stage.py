@@ -53,7 +53,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from undertale.data.pairs.sources import SourceError, apt_mirror, fetch_index, fetch_package
+from undertale.data.archive import default_mirror
+from undertale.data.pairs.sources import SourceError, fetch_index, fetch_package
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 PRELUDE = "pairs_prelude.h"
@@ -353,7 +354,7 @@ def stage(
 ) -> Path:
     """Download (when missing) and stage every project of ``dataset``; returns ``SRC_DIR/stage``."""
     src_dir = Path(os.path.abspath(src_dir))
-    mirror = (mirror or apt_mirror()).rstrip("/")
+    mirror = (mirror or default_mirror()).rstrip("/")
     cache: dict[str, Any] = {}
 
     def index():
