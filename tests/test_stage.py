@@ -226,7 +226,7 @@ def test_download_failure_is_one_line(tmp_path, capsys):
     dataset = _dataset(tmp_path / "dataset")
     assert main(["stage", str(dataset), str(tmp_path / "src"), "--mirror", "http://127.0.0.1:9/debian"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: download failed: http://127.0.0.1:9/debian/dists/bookworm/main/source/Sources.xz")
+    assert error.startswith("error: mirror unreachable: http://127.0.0.1:9/debian/dists/bookworm/main/source/Sources.xz")
     assert error.count("\n") == 1
 
 

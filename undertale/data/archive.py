@@ -7,6 +7,7 @@ packages of the pairs (:mod:`undertale.data.pairs.sources`). Nothing here writes
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import re
 import urllib.error
@@ -123,3 +124,22 @@ def download(url: str, target: Path, size: int, sha256: str, label: str) -> int:
                            f"says {size:,} bytes with {sha256} (file removed; rerun to download it again)")
     partial.replace(target)
     return downloaded
+
+
+def fetch_xz_index(url: str) -> str:
+    """The text of an xz-compressed index (``Packages.xz``, ``Sources.xz``) at ``url``.
+
+    Raises:
+        ArchiveError: naming the URL, when the mirror is unreachable, answers with an HTTP error, or the
+            file is not xz.
+    """
+    try:
+        with open_url(url) as response:
+            data = response.read()
+        return lzma.decompress(data).decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as error:
+        raise ArchiveError(f"index {url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise ArchiveError(f"mirror unreachable: {url}: {getattr(error, 'reason', error)}") from None
+    except (lzma.LZMAError, EOFError) as error:
+        raise ArchiveError(f"index {url}: not an xz file ({error})") from None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import lzma
 import multiprocessing
 import os
 import platform
@@ -39,8 +38,6 @@ import re
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +53,7 @@ from undertale.data.corpus.build import (
     load_manifest,
     split_of,
 )
-from undertale.data.archive import ArchiveError, apt_mirrors, download, open_url
+from undertale.data.archive import ArchiveError, apt_mirrors, download, fetch_xz_index
 from undertale.data.corpus.deb import AR_MAGIC, MAX_MEMBER_BYTES, DebError, deb_elf_files
 from undertale.data.corpus.read import FileResult, read_bytes
 from undertale.settings.data import default_cache_dir
@@ -65,7 +62,6 @@ ARCHITECTURES = ("amd64", "arm64", "i386")
 DEFAULT_ARCHITECTURE = "amd64"
 DEFAULT_SUITE = "bookworm"
 COMPONENT = "main"
-TIMEOUT_S = 30
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~:-]*$")
 
@@ -174,15 +170,9 @@ def fetch_packages_index(base: str, dist: str, arch: str) -> dict[str, list[DebE
     """
     url = f"{base.rstrip('/')}/dists/{dist}/{COMPONENT}/binary-{arch}/Packages.xz"
     try:
-        with open_url(url, timeout=TIMEOUT_S) as response:
-            data = response.read()
-        text = lzma.decompress(data).decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as error:
-        raise DebianError(f"index {url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise DebianError(f"mirror unreachable: {url}: {getattr(error, 'reason', error)}") from None
-    except (lzma.LZMAError, EOFError) as error:
-        raise DebianError(f"index {url}: not an xz file ({error})") from None
+        text = fetch_xz_index(url)
+    except ArchiveError as error:
+        raise DebianError(str(error)) from None
     return {name: [DebEntry(**{**asdict(entry), "base": base, "dist": dist}) for entry in found]
             for name, found in parse_packages(text).items()}
 

@@ -13,20 +13,17 @@ Every failure is a :class:`SourceError` (a ``ValueError``) with a one-line messa
 
 from __future__ import annotations
 
-import lzma
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from undertale.data.archive import ArchiveError, download, open_url
+from undertale.data.archive import ArchiveError, download, fetch_xz_index
 
 
 
@@ -96,15 +93,9 @@ def fetch_index(mirror: str, suite: str, component: str = "main") -> dict[str, l
     """The ``Sources.xz`` index of ``suite`` at ``mirror``, parsed."""
     url = f"{mirror.rstrip('/')}/dists/{suite}/{component}/source/Sources.xz"
     try:
-        with open_url(url) as response:
-            data = response.read()
-        return parse_sources(lzma.decompress(data).decode("utf-8", errors="replace"))
-    except urllib.error.HTTPError as error:
-        raise SourceError(f"download failed: {url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise SourceError(f"download failed: {url}: {getattr(error, 'reason', error)}") from None
-    except (lzma.LZMAError, EOFError) as error:
-        raise SourceError(f"download failed: {url}: {error}") from None
+        return parse_sources(fetch_xz_index(url))
+    except ArchiveError as error:
+        raise SourceError(str(error)) from None
 
 
 def find_entry(index: dict[str, list[SourceEntry]], package: str, version: str, where: str) -> SourceEntry:
