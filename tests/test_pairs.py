@@ -8,7 +8,8 @@ import pytest
 
 from undertale.data.__main__ import main as data_main
 from undertale.data.corpus.read import SCHEMA as CORPUS_SCHEMA
-from undertale.data.pairs.build import SPLITS, assign_splits, build_pairs, read_pairs, split_counts
+from undertale.data.pairs.build import build_pairs, read_pairs
+from undertale.data.pairs.discover import SPLITS, assign_splits, split_counts
 
 from helpers import one_line_error, run_script
 
@@ -288,7 +289,7 @@ def test_projects_built_by_their_own_command(tmp_path):
 
 
 def test_linked_subdirectories_are_followed_and_a_link_cycle_ends(tmp_path):
-    from undertale.data.pairs.build import _c_files
+    from undertale.data.pairs.discover import _c_files
 
     elsewhere = tmp_path / "elsewhere" / "lib"
     elsewhere.mkdir(parents=True)
@@ -305,7 +306,8 @@ def test_linked_subdirectories_are_followed_and_a_link_cycle_ends(tmp_path):
 
 def test_another_split_seed_splits_the_built_functions_anew_without_compiling(tmp_path, monkeypatch, capsys):
     from undertale.data.pairs import build as pairs_module
-    from undertale.data.pairs.build import assign_splits, read_pairs
+    from undertale.data.pairs.build import read_pairs
+    from undertale.data.pairs.discover import assign_splits
 
     sources = []
     for index, name in enumerate(("one", "two", "three", "four")):

@@ -21,42 +21,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import multiprocessing
 import os
-import platform
-import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from undertale import __version__
 from undertale.data.corpus.read import SCHEMA as CORPUS_SCHEMA
-from undertale.data.corpus.read import read_file
 from undertale.data.parquet import open_parquet
-from undertale.settings.pairs import LEVELS
+from undertale.data.pairs.compile import _build_jobs, _compile_all, _jobs, build_and_read
+from undertale.data.pairs.discover import (DEFAULT_COMPILERS, DEFAULT_LEVELS, DEFAULT_SPLIT, SPLITS, Project,
+                                           assign_splits, check_held_out, compiler_version, find_compilers,
+                                           find_projects, parse_cflags, parse_levels, parse_split)
 
-DEFAULT_LEVELS = ("O0", "O1", "O2", "O3")
-DEFAULT_COMPILERS = ("gcc", "clang")
-DEFAULT_SPLIT = (0.7, 0.15, 0.15)
-SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 # Bump when the rows a build produces change for the same inputs: existing outputs are rebuilt.
 FORMAT_VERSION = 1
 ROWS_PER_SHARD = 50_000
-COMPILE_TIMEOUT_S = 600
-
 SCHEMA = pa.schema(
     list(CORPUS_SCHEMA)
     + [
@@ -67,286 +55,6 @@ SCHEMA = pa.schema(
         ("file", pa.string()),
     ]
 )
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-@dataclass(frozen=True)
-class Project:
-    """A project: its name, root directory and ``.c`` files (paths relative to the root, POSIX style)."""
-
-    name: str
-    root: Path
-    files: tuple[str, ...]
-    whole_directory: bool  # a directory SOURCE (headers are watched recursively) or single files
-
-
-@dataclass(frozen=True)
-class CompileJob:
-    """One ``.c`` file, one compiler, one level."""
-
-    project: str
-    root: str
-    file: str
-    compiler: str
-    executable: str
-    level: str
-    cflags: tuple[str, ...]
-    object_path: str
-
-
-@dataclass
-class CompileResult:
-    """The rows of one compiled file, or the reason it has none."""
-
-    job: CompileJob
-    rows: list[dict] = field(default_factory=list)
-    error: Optional[str] = None
-
-
-def parse_levels(levels: str | Sequence[str]) -> list[str]:
-    """Optimisation levels as ``O0``..``O3``, ``Os``, deduplicated in order (``-O2`` and ``o2`` are accepted).
-
-    Raises:
-        ValueError: for an unknown level or an empty list.
-    """
-    items = levels.split(",") if isinstance(levels, str) else list(levels)
-    chosen: list[str] = []
-    for item in items:
-        level = str(item).strip().lstrip("-")
-        level = level[:1].upper() + level[1:]
-        if level not in LEVELS:
-            raise ValueError(f"unknown optimisation level {str(item).strip()!r}; choose from {', '.join(LEVELS)}")
-        if level not in chosen:
-            chosen.append(level)
-    if not chosen:
-        raise ValueError(f"no optimisation levels given; choose from {', '.join(LEVELS)}")
-    return chosen
-
-
-def parse_split(split: str | Sequence[float]) -> tuple[float, float, float]:
-    """Train, validation and test fractions (three numbers in [0, 1] that sum to 1).
-
-    Raises:
-        ValueError: naming the value when it is not three such numbers.
-    """
-    text = split if isinstance(split, str) else ",".join(str(value) for value in split)
-    try:
-        fractions = tuple(float(value) for value in text.split(","))
-    except ValueError:
-        fractions = ()
-    if len(fractions) != 3 or any(not 0.0 <= value <= 1.0 for value in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(
-            f"split must be three fractions (train, validation, test) in [0, 1] that sum to 1, e.g. 0.7,0.15,0.15; "
-            f"got {text!r}"
-        )
-    return fractions  # type: ignore[return-value]
-
-
-def parse_cflags(cflags: str | Sequence[str]) -> tuple[str, ...]:
-    """Extra compiler flags: a shell-quoted string or a sequence of arguments."""
-    return tuple(shlex.split(cflags)) if isinstance(cflags, str) else tuple(cflags)
-
-
-def find_projects(sources: Sequence[str | os.PathLike]) -> list[Project]:
-    """Projects named by ``sources``: a directory is a project (all ``.c`` files under it, hidden
-    directories left out); a ``.c`` file belongs to the project named by its parent directory.
-
-    Raises:
-        ValueError: when there are no sources, a source is missing or not a ``.c`` file or
-            directory, two different directories would share a project name, or no ``.c`` file is found.
-    """
-    if not sources:
-        raise ValueError("no SOURCES given; pass project directories or .c files")
-    roots: dict[str, Path] = {}
-    files: dict[str, set[str]] = defaultdict(set)
-    whole: dict[str, bool] = defaultdict(bool)
-    for source in sources:
-        path = Path(os.path.abspath(source))  # not resolved: a symbolic link's own name names the project
-        if not path.exists():
-            raise ValueError(f"source {str(source)!r} does not exist")
-        if path.is_dir():
-            root, found = path, _c_files(path)
-        elif path.suffix == ".c":
-            root, found = path.parent, [path]
-        else:
-            raise ValueError(f"source {str(source)!r} is neither a directory nor a .c file")
-        name = root.name or "root"
-        if roots.setdefault(name, root) != root:
-            raise ValueError(
-                f"sources {roots[name]} and {root} would both be project {name!r}; "
-                f"give one another name with a symbolic link (ln -s DIR NEWNAME)"
-            )
-        files[name].update(p.relative_to(root).as_posix() for p in found)
-        whole[name] |= path.is_dir()
-    projects = [Project(name, roots[name], tuple(sorted(files[name])), whole[name]) for name in sorted(roots)]
-    if not any(project.files for project in projects):
-        raise ValueError(f"no .c files under {', '.join(str(source) for source in sources)}")
-    return [project for project in projects if project.files]
-
-
-def _c_files(root: Path) -> list[Path]:
-    """The ``.c`` files under ``root``, outside hidden directories (``.git``, Debian's ``.pc`` patch copies).
-
-    Linked subdirectories are followed (``Path.rglob`` would skip them on Python 3.11).
-    """
-    found, visited = [], set()
-    for directory, subdirectories, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(directory)
-        if real in visited:  # a link cycle
-            subdirectories[:] = []
-            continue
-        visited.add(real)
-        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        found.extend(Path(directory) / name for name in files if name.endswith(".c"))
-    return sorted(path for path in found if path.is_file())
-
-
-def find_compilers(compilers: str | Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """Split the requested compilers into those on PATH (name -> executable) and the missing ones.
-
-    Raises:
-        ValueError: when no compiler is given or none of them is on PATH.
-    """
-    names = [name.strip() for name in (compilers.split(",") if isinstance(compilers, str) else compilers)]
-    names = list(dict.fromkeys(name for name in names if name))
-    if not names:
-        raise ValueError("no compilers given; e.g. --compilers gcc,clang")
-    found = {name: shutil.which(name) for name in names}
-    missing = [name for name, path in found.items() if path is None]
-    available = {name: path for name, path in found.items() if path is not None}
-    if not available:
-        raise ValueError(f"no compiler available: {', '.join(missing)} not found on PATH; install one or pass --compilers")
-    return available, missing
-
-
-def compiler_version(executable: str) -> str:
-    """First line of ``executable --version`` (``unknown`` when it does not answer)."""
-    try:
-        result = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    lines = result.stdout.strip().splitlines()
-    return lines[0] if lines else "unknown"
-
-
-def split_counts(count: int, fractions: Sequence[float]) -> list[int]:
-    """Projects per split for ``count`` projects: proportional (largest remainder), every split with a
-    non-zero fraction gets at least one project when there are enough; with fewer projects than such
-    splits, the first ones in train, validation, test order get one each.
-    """
-    nonzero = [index for index, fraction in enumerate(fractions) if fraction > 0]
-    counts = [0] * len(fractions)
-    if count <= len(nonzero):
-        for index in nonzero[:count]:
-            counts[index] = 1
-        return counts
-    targets = [fraction * count for fraction in fractions]
-    counts = [math.floor(round(target, 9)) for target in targets]
-    for index in nonzero:
-        counts[index] = max(counts[index], 1)
-    while sum(counts) < count:
-        counts[max(nonzero, key=lambda i: (targets[i] - counts[i], -i))] += 1
-    while sum(counts) > count:
-        counts[max((i for i in nonzero if counts[i] > 1), key=lambda i: (counts[i] - targets[i], i))] -= 1
-    return counts
-
-
-def parse_project_names(names: str | Sequence[str]) -> list[str]:
-    """Project names from ``"a,b"`` or a sequence of names: blanks dropped, sorted, each once."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    return sorted({str(name).strip() for name in items if str(name).strip()})
-
-
-def check_held_out(held_out: dict, projects: Iterable[str]) -> dict[str, list[str]]:
-    """The projects named for validation and test (``{split: sorted names}``), checked against the sources' projects.
-
-    Raises:
-        ValueError: for a key other than validation and test, a split named with no project, a name that is not a
-            project of the sources, or a project named for both splits.
-    """
-    if not isinstance(held_out, dict):
-        raise ValueError(f"held_out must be a dict {{'validation': names, 'test': names}}, got {held_out!r}")
-    unexpected = sorted(set(held_out) - set(SPLITS[1:]))
-    if unexpected:
-        raise ValueError(f"held_out names the validation and test projects; unexpected key(s): {', '.join(unexpected)}")
-    checked = {split: parse_project_names(names) for split, names in held_out.items() if names is not None}
-    empty = [split for split, names in checked.items() if not names]
-    if empty or not checked:
-        raise ValueError(f"the {' and '.join(empty) or 'held-out'} project names are empty: name at least one project "
-                         f"(or leave the option out)")
-    known = sorted(projects)
-    unknown = [f"{split} project {name!r}" for split, names in checked.items() for name in names if name not in known]
-    if unknown:
-        raise ValueError(f"{', '.join(unknown)} not among the sources' projects (give names, not paths): "
-                         f"{', '.join(known)}")
-    both = sorted(set(checked.get("validation", ())) & set(checked.get("test", ())))
-    if both:
-        raise ValueError(f"project(s) {', '.join(both)} named for both validation and test")
-    return {split: checked.get(split, []) for split in SPLITS[1:]}
-
-
-def assign_splits(projects: Iterable[str], fractions: Sequence[float], seed: int,
-                  held_out: Optional[dict[str, Sequence[str]]] = None) -> dict[str, str]:
-    """Split of each project, deterministic for the seed and the project names (not their order).
-
-    With ``held_out`` (``{"validation": names, "test": names}``), the named projects form those splits and every
-    other project is in train; ``fractions`` and ``seed`` are not used.
-    """
-    if held_out:
-        named = {name: split for split in SPLITS[1:] for name in held_out.get(split, ())}
-        return {name: named.get(name, "train") for name in projects}
-    ranked = sorted(projects, key=lambda name: hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest())
-    assignment, start = {}, 0
-    for split, count in zip(SPLITS, split_counts(len(ranked), fractions)):
-        for name in ranked[start : start + count]:
-            assignment[name] = split
-        start += count
-    return assignment
-
-
-def first_error_line(stderr: str, compiler: str, returncode: int) -> str:
-    """The compiler's first ``error:`` line (else its first line, else the exit code)."""
-    lines = [line.strip() for line in _ANSI.sub("", stderr).splitlines() if line.strip()]
-    chosen = next((line for line in lines if "error:" in line), lines[0] if lines else None)
-    return (chosen or f"{compiler} exited with code {returncode}")[:300]
-
-
-def compile_and_read(job: CompileJob) -> CompileResult:
-    """Compile one file and read its functions into pair rows; never raises for a failing compile."""
-    result = CompileResult(job)
-    directory = (Path(job.root) / job.file).parent
-    Path(job.object_path).parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        job.executable, *job.cflags, f"-{job.level}", "-c", f"-I{directory}", f"-I{job.root}",
-        job.file, "-o", job.object_path,
-    ]
-    try:
-        completed = subprocess.run(
-            command, cwd=job.root, capture_output=True, text=True, errors="replace",
-            timeout=COMPILE_TIMEOUT_S, env=os.environ | {"LC_ALL": "C"},
-        )
-    except subprocess.TimeoutExpired:
-        result.error = f"{job.compiler} timed out after {COMPILE_TIMEOUT_S} s"
-        return result
-    except OSError as error:
-        result.error = f"{job.compiler} could not run: {error}"
-        return result
-    if completed.returncode != 0 or not os.path.isfile(job.object_path):
-        result.error = first_error_line(completed.stderr, job.compiler, completed.returncode)
-        return result
-    found = read_file(job.object_path)
-    if found.error is not None:
-        result.error = f"unreadable object file: {found.error}"
-        return result
-    source = str(Path(job.root) / job.file)
-    for row in found.rows:
-        row.update(
-            source=source, group=f"{job.project}/{job.file}:{row['name']}", level=job.level,
-            compiler=job.compiler, project=job.project, file=job.file,
-        )
-        result.rows.append(row)
-    return result
 
 
 def _watched_files(project: Project) -> list[Path]:
@@ -378,105 +86,6 @@ def load_pairs_manifest(directory: str | os.PathLike) -> Optional[dict]:
         if not all((Path(directory) / split / shard).is_file() for shard in shards):
             return None
     return manifest
-
-
-BUILD_TIMEOUT_S = 1800
-
-
-@dataclass(frozen=True)
-class BuildJob:
-    """One project built by its own command (``build``), with one compiler at one level, in a copy of its tree."""
-
-    project: str
-    root: str
-    compiler: str
-    executable: str
-    level: str
-    command: str
-    copy: str
-    file: str = "(build command)"
-
-
-def build_and_read(job: BuildJob) -> CompileResult:
-    """Build a copy of the project with ``job.command`` and read every object file it leaves; never raises.
-
-    The command is a shell line with ``{cc}`` (the compiler) and ``{level}`` (e.g. ``O2``) filled in; ``CC`` and
-    ``CFLAGS`` (``-<level>``) are also set in its environment. Each object's functions are grouped by the
-    ``.c`` file of the same name, when there is one.
-    """
-    result = CompileResult(job)  # type: ignore[arg-type]
-    copy = Path(job.copy)
-    shutil.copytree(job.root, copy, ignore=shutil.ignore_patterns(".git", "*.o"), dirs_exist_ok=True)
-    command = job.command.format(cc=job.executable, level=job.level)
-    try:
-        completed = subprocess.run(
-            command, shell=True, cwd=copy, capture_output=True, text=True, errors="replace", timeout=BUILD_TIMEOUT_S,
-            env=os.environ | {"LC_ALL": "C", "CC": job.executable, "CFLAGS": f"-{job.level}"},
-        )
-    except subprocess.TimeoutExpired:
-        result.error = f"build timed out after {BUILD_TIMEOUT_S} s"
-        return result
-    if completed.returncode != 0:
-        result.error = first_error_line(completed.stderr or completed.stdout, job.compiler, completed.returncode)
-        return result
-    objects = sorted(copy.rglob("*.o"))
-    if not objects:
-        result.error = f"the build command left no .o files: {command}"
-        return result
-    for path in objects:
-        found = read_file(str(path))
-        relative = path.relative_to(copy)
-        source = relative.with_suffix(".c")
-        file = source.as_posix() if (Path(job.root) / source).is_file() else relative.as_posix()
-        for row in found.rows:
-            row.update(source=str(Path(job.root) / file), group=f"{job.project}/{file}:{row['name']}",
-                       level=job.level, compiler=job.compiler, project=job.project, file=file)
-            result.rows.append(row)
-    return result
-
-
-def _build_jobs(projects: Sequence[Project], compilers: dict[str, str], levels: Sequence[str], command: str,
-                objects: Path) -> list[BuildJob]:
-    return [
-        BuildJob(project.name, str(project.root), compiler, executable, level, command,
-                 str(objects / re.sub(r"[^A-Za-z0-9_.+-]", "_", compiler) / level / project.name))
-        for project in projects for compiler, executable in compilers.items() for level in levels
-    ]
-
-
-def _jobs(projects: Sequence[Project], compilers: dict[str, str], levels: Sequence[str], cflags, objects: Path):
-    jobs = []
-    for project in projects:
-        for file in project.files:
-            for compiler, executable in compilers.items():
-                folder = re.sub(r"[^A-Za-z0-9_.+-]", "_", compiler)
-                for level in levels:
-                    target = objects / folder / level / project.name / Path(file).with_suffix(".o")
-                    jobs.append(
-                        CompileJob(project.name, str(project.root), file, compiler, executable, level, cflags, str(target))
-                    )
-    return jobs
-
-
-def _compile_all(jobs: list, workers: int, progress: bool, worker=compile_and_read) -> tuple[list[dict], list[dict]]:
-    """Run every job in a process pool (``worker(job)``); returns (rows, failures)."""
-    rows, failed = [], []
-    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
-    bar = tqdm(total=len(jobs), unit="file", desc="pairs", disable=not progress, dynamic_ncols=True)
-    with context.Pool(max(1, min(workers, len(jobs)))) as pool:
-        for result in pool.imap_unordered(worker, jobs, chunksize=1):
-            bar.update()
-            if result.error is not None:
-                job = result.job
-                failed.append(
-                    {"project": job.project, "file": job.file, "compiler": job.compiler, "level": job.level,
-                     "error": result.error}
-                )
-            rows.extend(result.rows)
-            bar.set_postfix(functions=f"{len(rows):,}", failed=len(failed))
-    bar.close()
-    failed.sort(key=lambda item: (item["project"], item["file"], item["compiler"], item["level"]))
-    return rows, failed
 
 
 def _deduplicate(rows: list[dict]) -> tuple[list[dict], int]:
