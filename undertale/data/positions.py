@@ -51,19 +51,12 @@ def instruction_index(state: Tensor, next_token_id: int, segments: Optional[Tens
         index = index - index.gather(1, start)
     return index.squeeze(0) if squeeze else index
 
+
 def argument_index(state: Tensor, next_token_id: int, segments: Optional[Tensor] = None) -> Tensor:
-    """Position of each token within its instruction.
+    """Position of each token within its instruction, with the arguments and result of :func:`instruction_index`.
 
     ``foo bar baz [NEXT] blah`` gives ``0 1 2 3 0``. With ``segments``, the
     count also restarts where a segment begins.
-
-    Arguments:
-        state: token ids, (length,) or (batch, length).
-        next_token_id: id of ``[NEXT]``.
-        segments: optional segment ids of the same shape.
-
-    Returns:
-        LongTensor of the same shape as ``state``.
     """
     state, segments, squeeze = _as_batch(state, segments)
     positions = torch.arange(state.shape[1], device=state.device).expand_as(state)
