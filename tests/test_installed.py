@@ -48,6 +48,11 @@ def test_the_installed_command_runs_outside_the_checkout(installed, cache, tmp_p
     assert wrong.returncode == 2 and wrong.stderr.strip() == wrong.stderr.strip().splitlines()[0]
     assert "did you mean train?" in wrong.stderr
 
+    data = undertale(installed, "data", "--help", cwd=tmp_path)
+    assert data.returncode == 0 and data.stdout.startswith("usage: undertale data")
+    report = undertale(installed, "report", "--help", cwd=tmp_path)
+    assert report.returncode == 0 and report.stdout.startswith("usage: undertale report")
+
     job = undertale(installed, "train", "model=small", "experiment=quickstart", "--cfg", "job", cwd=tmp_path)
     assert job.returncode == 0, job.stderr[-2000:]
     assert "hidden_dimensions: 512" in job.stdout and "undertale.models.maskedlm" in job.stdout

@@ -17,6 +17,8 @@ import sys
 from importlib import import_module
 from typing import Optional
 
+from undertale.runtime.program import INSTALLED
+
 # command: (module whose main() runs it, what it does)
 COMMANDS = {
     "train": ("undertale.commands.train", "train a model (Hydra: model=, trainer=, data=, task=, ...)"),
@@ -51,7 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         hint = f"; did you mean {close[0]}?" if close else ""
         print(f"error: undertale has no command {name!r}{hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    sys.argv = [f"undertale {name}", *rest]
+    sys.argv = [f"{INSTALLED}{name}", *rest]
     result = import_module(COMMANDS[name][0]).main()
     return result if isinstance(result, int) else 0
 

@@ -26,6 +26,7 @@ from undertale.data.encode import tokenize_corpus
 from undertale.data.pipeline import training_texts
 from undertale.settings.data import DEFAULT_MERGES
 from undertale.data.tokenizer import DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
+from undertale.runtime.program import program_name
 
 
 def _corpus(args: argparse.Namespace) -> None:
@@ -110,7 +111,7 @@ def _join_cflags(argv: list[str]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m undertale.data", description="undertale data commands")
+    root = argparse.ArgumentParser(prog=program_name("python -m undertale.data"), description="undertale data commands")
     commands = root.add_subparsers(dest="command", required=True)
 
     corpus = commands.add_parser("corpus", help="disassemble ELF binaries into parquet shards")

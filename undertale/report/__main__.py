@@ -11,6 +11,7 @@ import sys
 from typing import NoReturn, Optional
 
 from undertale.runtime.errors import UsageError, report_usage_error
+from undertale.runtime.program import program_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    command = _Parser(prog="python -m undertale.report", description=(
+    command = _Parser(prog=program_name("python -m undertale.report"), description=(
         "Write results.md, results.csv and figures (PNG) from training runs and sweeps, read offline."))
     command.add_argument("paths", nargs="+", metavar="DIR",
                          help="run directories, sweep (multirun) directories, or folders holding them")
