@@ -9,6 +9,7 @@
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
     python -m undertale.data benchmark [PATHS ...] [--workers N] [--max-files N]
     python -m undertale.data pairs OUTPUT SOURCES... [--levels O0,O1,O2,O3] [--compilers gcc,clang]
+                                   [--targets x86-64,aarch64,i386 (instead of --compilers)]
                                    [--split 0.7,0.15,0.15] [--seed S] [--workers N] [--cflags="..."] [--build COMMAND]
                                    [--keep-objects DIR] [--validation-projects A,B --test-projects C,D]
     python -m undertale.data stage DATASET_DIR SRC_DIR [--mirror URL] [--build OUTPUT] [--workers N]
@@ -91,7 +92,7 @@ def _pairs(args: argparse.Namespace) -> None:
     build_pairs(
         args.output, args.sources, levels=args.levels, compilers=args.compilers, split=args.split, seed=args.seed,
         workers=args.workers, cflags=args.cflags, keep_objects=args.keep_objects, build=args.build,
-        held_out=held_out or None,
+        held_out=held_out or None, targets=args.targets,
     )
 
 
@@ -182,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("sources", nargs="*", help="project directories, or .c files (their directory is the project)")
     pairs.add_argument("--levels", default="O0,O1,O2,O3", help="optimisation levels among O0 O1 O2 O3 Os")
     pairs.add_argument("--compilers", default="gcc,clang", help="compilers; those not on PATH are skipped")
+    pairs.add_argument("--targets", default=None, metavar="ISAS",
+                       help="instruction sets instead of --compilers, e.g. x86-64,aarch64,i386: each built by gcc or "
+                            "Debian's cross compiler for it (gcc-aarch64-linux-gnu, gcc-i686-linux-gnu); a missing one "
+                            "is an error naming its package")
     pairs.add_argument("--split", default=None,
                        help="train,validation,test fractions of the projects (default 0.7,0.15,0.15)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the project split")

@@ -32,6 +32,7 @@ import numpy as np
 from undertale.runtime.errors import UsageError, first_line, report_usage_error
 from undertale.metrics.retrieval import hybrid_vectors, pools, search_scores
 from undertale.metrics.tfidf import TfIdf
+from undertale.settings.pairs import ARCHITECTURES, architecture_name
 
 DEFAULT_POOLS = (32, 1000)
 DEFAULT_MIN_INSTRUCTIONS = 5
@@ -40,10 +41,11 @@ HYBRID = "model+tf-idf"
 
 @dataclass(frozen=True)
 class Setting:
-    """One side of a comparison: a compiler at an optimisation level."""
+    """One side of a comparison: a compiler (building for ``architecture``) at an optimisation level."""
 
     compiler: str
     level: str
+    architecture: str = "x86-64"
 
     def __str__(self) -> str:
         return f"{self.compiler} -{self.level}"
@@ -61,9 +63,14 @@ class PairSet:
 
     @property
     def name(self) -> str:
-        if self.left.compiler == self.right.compiler:
-            return f"{self.left.level}-{self.right.level} ({self.left.compiler})"
-        return f"{self.left.compiler}-{self.right.compiler} (-{self.left.level})"
+        left, right = self.left, self.right
+        if left.compiler == right.compiler:
+            return f"{left.level}-{right.level} ({left.compiler})"
+        if left.architecture != right.architecture:
+            if left.level == right.level:
+                return f"{architecture_name(left.architecture)}/{architecture_name(right.architecture)} -{left.level}"
+            return f"{architecture_name(left.architecture)} -{left.level}/{architecture_name(right.architecture)} -{right.level}"
+        return f"{left.compiler}-{right.compiler} (-{left.level})"
 
 
 def pair_sets(rows: Sequence[dict], comparisons: Sequence[tuple[Setting, Setting]],
@@ -71,7 +78,7 @@ def pair_sets(rows: Sequence[dict], comparisons: Sequence[tuple[Setting, Setting
     """The pairs of each comparison, from rows with ``group``, ``compiler``, ``level``, ``instructions``, ``disassembly``."""
     by_setting: dict[Setting, dict[str, dict]] = {}
     for row in rows:
-        by_setting.setdefault(Setting(row["compiler"], row["level"]), {})[row["group"]] = row
+        by_setting.setdefault(setting_of(row), {})[row["group"]] = row
     sets = []
     for left, right in comparisons:
         a, b = by_setting.get(left, {}), by_setting.get(right, {})
@@ -82,9 +89,20 @@ def pair_sets(rows: Sequence[dict], comparisons: Sequence[tuple[Setting, Setting
     return sets
 
 
+def setting_of(row: dict) -> Setting:
+    return Setting(row["compiler"], row["level"], row.get("architecture") or "x86-64")
+
+
 def default_comparisons(rows: Sequence[dict]) -> list[tuple[Setting, Setting]]:
-    """O0, O1, O2 against O3 for each compiler; and across compilers at each level when two are present."""
-    settings = {Setting(row["compiler"], row["level"]) for row in rows}
+    """O0, O1, O2 against O3 for each compiler; and across compilers at each level when two are present.
+
+    With several instruction sets (a build with ``--targets``): those of the reference architecture's compiler
+    (x86-64 when present), then for every other architecture the reference against it at each level, and
+    reference -O0 against it at -O3 (the hardest pairing).
+    """
+    settings = {setting_of(row) for row in rows}
+    if len({setting.architecture for setting in settings}) > 1:
+        return cross_architecture_comparisons(settings)
     compilers = sorted({setting.compiler for setting in settings})
     levels = sorted({setting.level for setting in settings})
     comparisons = []
@@ -100,6 +118,55 @@ def default_comparisons(rows: Sequence[dict]) -> list[tuple[Setting, Setting]]:
             if Setting(first, level) in settings and Setting(second, level) in settings:
                 comparisons.append((Setting(first, level), Setting(second, level)))
     return comparisons
+
+
+def cross_architecture_comparisons(settings: set[Setting]) -> list[tuple[Setting, Setting]]:
+    """See :func:`default_comparisons`: one compiler per architecture (the first by name)."""
+    compilers: dict[str, str] = {}
+    for setting in sorted(settings, key=lambda item: item.compiler):
+        compilers.setdefault(setting.architecture, setting.compiler)
+    architectures = sorted(compilers, key=lambda name: (name != "x86-64", name))
+    levels = sorted({setting.level for setting in settings})
+    present = {(setting.architecture, setting.level): setting for setting in settings
+               if compilers[setting.architecture] == setting.compiler}
+    reference = architectures[0]
+    top = "O3" if (reference, "O3") in present else levels[-1]
+    comparisons = [(present[reference, level], present[reference, top]) for level in levels
+                   if level != top and (reference, level) in present and (reference, top) in present]
+    for other in architectures[1:]:
+        comparisons += [(present[reference, level], present[other, level]) for level in levels
+                        if (reference, level) in present and (other, level) in present]
+        if (reference, "O0") in present and (other, "O3") in present:
+            comparisons.append((present[reference, "O0"], present[other, "O3"]))
+    return comparisons
+
+
+def parse_comparison(text: str, settings: set[Setting]) -> tuple[Setting, Setting]:
+    """``x86-64:O0/aarch64:O3`` (or ``gcc:O0/clang:O0``, or ``O0/O3`` with one compiler) as two settings.
+
+    Raises:
+        UsageError: naming the side that matches no setting of the split, and those that it has.
+    """
+    sides = text.split("/")
+    if len(sides) != 2:
+        raise UsageError(f"comparison {text!r}: expected QUERY/PARTNER, e.g. x86-64:O0/aarch64:O3")
+    return _side(sides[0], text, settings), _side(sides[1], text, settings)
+
+
+def _side(side: str, text: str, settings: set[Setting]) -> Setting:
+    who, _, level = side.strip().rpartition(":")
+    level = level.strip().lstrip("-")
+    names = {who.strip()} if who else set()
+    if who.strip().lower() in ARCHITECTURES:
+        names.add(ARCHITECTURES[who.strip().lower()])
+    matches = sorted((setting for setting in settings if setting.level == level
+                      and (not names or setting.compiler in names or setting.architecture in names)),
+                     key=lambda setting: setting.compiler)
+    if not matches:
+        known = ", ".join(sorted(f"{architecture_name(setting.architecture)}:{setting.level} ({setting.compiler})"
+                                 for setting in settings))
+        raise UsageError(f"comparison {text!r}: no functions at {side!r}; the split has {known}")
+    return matches[0]
 
 
 @dataclass(frozen=True)

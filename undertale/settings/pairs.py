@@ -13,6 +13,26 @@ from undertale.settings.checks import check_fraction
 
 # the optimisation levels a pairs dataset may be built at
 LEVELS = ("O0", "O1", "O2", "O3", "Os")
+# instruction sets by the names users give them -> the ``architecture`` column (read from each ELF header)
+ARCHITECTURES = {"x86-64": "x86-64", "x86_64": "x86-64", "amd64": "x86-64", "aarch64": "aarch64", "arm64": "aarch64",
+                 "i386": "x86", "i686": "x86", "x86": "x86"}
+
+
+def architecture_column(name: str) -> str:
+    """The ``architecture`` column value of an instruction set named ``x86-64``, ``aarch64``/``arm64`` or ``i386``.
+
+    Raises:
+        ValueError: for another name, listing the known ones.
+    """
+    key = str(name).strip().lower()
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; architectures are x86-64, aarch64, i386")
+    return ARCHITECTURES[key]
+
+
+def architecture_name(column: str) -> str:
+    """An ``architecture`` column value as users name the instruction set (``x86`` is shown as ``i386``)."""
+    return "i386" if column == "x86" else column
 
 
 @dataclass(frozen=True)
@@ -23,8 +43,13 @@ class PairsDataSettings:
         pairs: the pairs directory (``train/`` to fine-tune on, ``validation/`` to monitor).
         tokenizer: a ``tokenizer.json``; None: the pretrained run's (required without ``pretrained``).
         levels: the levels a training pair is drawn from: two different ones of each group, at random.
-        validation_levels: query level and partner level of the validation search (``val/mrr``).
+        validation_levels: query level and partner level of the validation search (``val/mrr``); the same level
+            twice when ``validation_architectures`` are two different ones.
         compilers: compilers to use (None: every compiler of the build).
+        architectures: instruction sets whose variants train (``[x86-64, aarch64]``; None: every one of the
+            build): a training pair is two different variants of a function among these architectures and levels.
+        validation_architectures: query and partner instruction set of the validation search
+            (``[x86-64, aarch64]``: x86-64 queries among AArch64 candidates); None: both sides on each compiler.
         batch_size: groups per batch and rank (each gives ``variants_per_group`` functions).
         variants_per_group: variants of each group in a batch (2: a pair). More: every two of a group's variants
             make a pair, and the loss is the mean InfoNCE over all their queries (4 with four levels: -O0 meets -O3 in
@@ -47,6 +72,8 @@ class PairsDataSettings:
     levels: Sequence[str] = ("O0", "O1", "O2", "O3")
     validation_levels: Sequence[str] = ("O0", "O3")
     compilers: Optional[Sequence[str]] = None
+    architectures: Optional[Sequence[str]] = None
+    validation_architectures: Optional[Sequence[str]] = None
     batch_size: int = 64
     min_instructions: int = 5
     max_tokens: int = 512
@@ -70,9 +97,22 @@ class PairsDataSettings:
             object.__setattr__(self, name, tuple(values))
         if len(set(self.levels)) < 2:
             raise ValueError(f"levels needs at least two different levels to pair, got {list(self.levels)}")
-        if len(self.validation_levels) != 2 or len(set(self.validation_levels)) != 2:
+        for name in ("architectures", "validation_architectures"):
+            values = getattr(self, name)
+            if values is not None:
+                values = [values] if isinstance(values, str) else list(values)
+                object.__setattr__(self, name, tuple(architecture_column(value) for value in values))
+        if self.architectures is not None and not self.architectures:
+            raise ValueError("architectures is empty; name at least one (or null: every architecture of the build)")
+        crossing = self.validation_architectures is not None
+        if crossing and len(self.validation_architectures) != 2:
+            raise ValueError(f"validation_architectures must be two (query, partner), got "
+                             f"{list(self.validation_architectures)}")
+        sides = set(zip(self.validation_levels, self.validation_architectures or ("", "")))
+        if len(self.validation_levels) != 2 or len(sides) != 2:
             raise ValueError(f"validation_levels must be two different levels (query, partner), "
-                             f"got {list(self.validation_levels)}")
+                             f"got {list(self.validation_levels)}" + ("" if crossing else
+                             " (the same level twice needs two different validation_architectures)"))
         if isinstance(self.compilers, str):
             object.__setattr__(self, "compilers", (self.compilers,))
         for name, low in (("batch_size", 2), ("variants_per_group", 2), ("min_instructions", 0), ("max_tokens", 1),

@@ -37,6 +37,8 @@ from undertale import __version__
 from undertale.data.corpus.read import SCHEMA as CORPUS_SCHEMA
 from undertale.data.parquet import open_parquet
 from undertale.data.pairs.compile import _build_jobs, _compile_all, _jobs, build_and_read
+from undertale.data.pairs.targets import missing_hint, target, target_compilers
+from undertale.settings.pairs import architecture_name
 from undertale.data.pairs.discover import (DEFAULT_COMPILERS, DEFAULT_LEVELS, DEFAULT_SPLIT, SPLITS, Project,
                                            assign_splits, check_held_out, compiler_version, find_compilers,
                                            find_projects, parse_cflags, parse_levels, parse_split)
@@ -162,6 +164,7 @@ def build_pairs(
     rows_per_shard: int = ROWS_PER_SHARD,
     build: Optional[str] = None,
     held_out: Optional[dict[str, str | Sequence[str]]] = None,
+    targets: Optional[str | Sequence[str]] = None,
 ) -> dict:
     """Compile C projects at several optimisation levels and write their functions as a pairs dataset.
 
@@ -185,6 +188,9 @@ def build_pairs(
         held_out: the split by name instead of by fractions: ``{"validation": names, "test": names}`` (a list or
             ``"a,b"``; either key may be left out, and that split is then empty); the named projects form those
             splits and every other project is in train, so that adding projects never moves a held-out one.
+        targets: instruction sets instead of ``compilers`` (``"x86-64,aarch64,i386"``): each is built by the
+            host's gcc or its Debian cross compiler (:mod:`undertale.data.pairs.targets`); a missing one is an
+            error naming its package, and every function must come out in its target's architecture.
 
     Returns:
         The manifest (also written to ``output/manifest.json``).
@@ -204,10 +210,15 @@ def build_pairs(
     projects = find_projects(sources)
     if held_out is not None:
         held_out = check_held_out(held_out, (project.name for project in projects))
+    wanted_architectures: dict[str, str] = {}
+    if targets is not None:
+        chosen = target_compilers(targets)
+        compilers = list(chosen.values())
+        wanted_architectures = {command: target(name).architecture for name, command in chosen.items()}
     found, missing = find_compilers(compilers)
     if progress:
         for name in missing:
-            print(f"warning: compiler {name!r} not found on PATH; skipped", file=sys.stderr)
+            print(f"warning: compiler {name!r} not found on PATH; skipped ({missing_hint(name)})", file=sys.stderr)
     versions = {name: compiler_version(path) for name, path in found.items()}
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -259,6 +270,7 @@ def build_pairs(
         )
     if not rows:
         raise ValueError(f"no functions found in the objects compiled from {len(jobs) - len(failed)} file(s)")
+    _check_architectures(rows, wanted_architectures)
     rows, duplicates = _deduplicate(rows)
     counts = {"files": sum(len(project.files) for project in projects), "compilations": len(jobs),
               "failed_compilations": len(failed), "duplicates": duplicates}
@@ -269,6 +281,23 @@ def build_pairs(
     } | split_arguments
     return _write_dataset(output, rows, projects, found, missing, versions, levels, fractions, seed, held_out, failed,
                           counts, key, compile_key, arguments, rows_per_shard, started, progress)
+
+
+def _check_architectures(rows: list[dict], wanted: dict[str, str]) -> None:
+    """Every function of a target's compiler is in that target's instruction set (read from its ELF header)."""
+    for row in rows:
+        expected = wanted.get(row["compiler"])
+        if expected is not None and row["architecture"] != expected:
+            raise ValueError(f"{row['compiler']} built {row['project']}/{row['file']} for {row['architecture']}, "
+                             f"not {expected}: check which compiler that command runs")
+
+
+def architectures_of(rows: Sequence[dict]) -> dict[str, list[str]]:
+    """The instruction sets each compiler's functions are in (``{"gcc": ["x86-64"], ...}``)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        seen[row["compiler"]].add(row["architecture"])
+    return {compiler: sorted(names) for compiler, names in sorted(seen.items())}
 
 
 def describe_held_out(held_out: dict[str, Sequence[str]]) -> str:
@@ -322,6 +351,7 @@ def _write_dataset(output: Path, rows: list[dict], projects: Sequence[Project], 
         "compilers": list(found),
         "compilers_missing": missing,
         "compiler_versions": versions,
+        "architectures": architectures_of(rows),
         "projects": {name: sorted(p for p, s in assignment.items() if s == name) for name in SPLITS},
         "project_roots": {project.name: str(project.root) for project in projects},
         "projects_without_functions": sorted({project.name for project in projects} - set(built_projects)),
@@ -345,6 +375,15 @@ def _names(names: Sequence[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+def _architectures_line(manifest: dict) -> list[str]:
+    """``  architectures: gcc x86-64, aarch64-linux-gnu-gcc aarch64`` for a build of several (else nothing)."""
+    built = manifest.get("architectures") or {}
+    if len({name for names in built.values() for name in names}) < 2:
+        return []
+    return ["  architectures: " + ", ".join(f"{compiler} {'/'.join(map(architecture_name, built[compiler]))}"
+                                           for compiler in manifest["compilers"] if compiler in built)]
+
+
 def summary(manifest: dict, output: Path, failures_shown: int = 10) -> str:
     """A few lines describing a finished pairs build."""
     counts = manifest["counts"]
@@ -353,6 +392,7 @@ def summary(manifest: dict, output: Path, failures_shown: int = 10) -> str:
         f"pairs: {output}",
         f"  {counts['functions']:,} functions in {counts['groups']:,} groups; {counts['complete_groups']:,} groups "
         f"present at every level ({' '.join(levels)}) with {', '.join(compilers)}",
+        *_architectures_line(manifest),
         f"  {counts['compilations']:,} compilations of {counts['files']:,} files in {manifest['seconds']:.1f} s, "
         f"{counts['failed_compilations']:,} failed; {counts['duplicates']:,} duplicate functions dropped",
     ]

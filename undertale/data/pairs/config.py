@@ -15,7 +15,18 @@ import pyarrow.compute as pc
 
 from undertale.data.pairs.build import load_pairs_manifest, read_pairs
 from undertale.data.pairs.dataset import PairsDataModule
-from undertale.settings.pairs import PairsDataSettings
+from undertale.settings.pairs import PairsDataSettings, architecture_name
+
+
+def built_architectures(manifest: dict, directory: Path) -> list[str]:
+    """The instruction sets of a pairs build (its manifest's, else read from its rows: older builds)."""
+    recorded = manifest.get("architectures")
+    if recorded is not None:
+        return sorted({name for names in recorded.values() for name in names})
+    names = set()
+    for split in ("train", "validation", "test"):
+        names |= set(pc.unique(read_pairs(directory, split, columns=["architecture"])["architecture"]).to_pylist())
+    return sorted(names)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,12 @@ class PairsDataConfig(PairsDataSettings):
         if unknown:
             raise ValueError(f"data.compilers holds {unknown[0]!r}; data.pairs={self.pairs} was built with "
                              f"{', '.join(manifest['compilers'])}")
+        built = built_architectures(manifest, Path(self.pairs).expanduser())
+        unknown = [name for name in {*(self.architectures or ()), *(self.validation_architectures or ())}
+                   if name not in built]
+        if unknown:
+            raise ValueError(f"data.pairs={self.pairs} holds no {architecture_name(sorted(unknown)[0])} functions; it holds "
+                             f"{', '.join(architecture_name(name) for name in built)}")
         compilers = len(self.compilers or manifest["compilers"])
         kinds = len(self.levels) * compilers
         if self.variants_per_group > kinds:
@@ -50,11 +67,14 @@ class PairsDataConfig(PairsDataSettings):
 
     def training_groups(self) -> int:
         """Groups of the train split with at least two variants at ``levels`` (functions of ``min_instructions``)."""
-        table = read_pairs(Path(self.pairs).expanduser(), "train", columns=["group", "level", "compiler", "instructions"])
+        table = read_pairs(Path(self.pairs).expanduser(), "train",
+                           columns=["group", "level", "compiler", "architecture", "instructions"])
         keep = pc.and_(pc.is_in(table["level"], pa.array(list(self.levels))),
                        pc.greater_equal(table["instructions"], self.min_instructions))
         if self.compilers:
             keep = pc.and_(keep, pc.is_in(table["compiler"], pa.array(list(self.compilers))))
+        if self.architectures:
+            keep = pc.and_(keep, pc.is_in(table["architecture"], pa.array(list(self.architectures))))
         counts = table.filter(keep).group_by("group").aggregate([("level", "count")])
         return int(pc.sum(pc.greater_equal(counts["level_count"], 2)).as_py() or 0)
 
@@ -66,4 +86,5 @@ class PairsDataConfig(PairsDataSettings):
             min_instructions=self.min_instructions, max_tokens=self.max_tokens, packing=self.packing,
             num_workers=self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
             neighbour_batches=float(self.neighbour_batches), variants_per_group=self.variants_per_group,
+            architectures=self.architectures, validation_architectures=self.validation_architectures,
         )

@@ -222,7 +222,9 @@ class PairsDataModule(EpochDataModule):
                  levels: Sequence[str] = ("O0", "O1", "O2", "O3"), validation_levels: Sequence[str] = ("O0", "O3"),
                  compilers: Optional[Sequence[str]] = None, min_instructions: int = 5, max_tokens: int = 512,
                  packing: bool = True, num_workers: int = 0, seed: int = 0, pin_memory: Optional[bool] = None,
-                 neighbour_batches: float = 0.0, variants_per_group: int = 2):
+                 neighbour_batches: float = 0.0, variants_per_group: int = 2,
+                 architectures: Optional[Sequence[str]] = None,
+                 validation_architectures: Optional[Sequence[str]] = None):
         super().__init__()
         self.directory = Path(directory)
         self.tokenizer_path = tokenizer
@@ -231,6 +233,8 @@ class PairsDataModule(EpochDataModule):
         self.levels = tuple(levels)
         self.validation_levels = tuple(validation_levels)
         self.compilers = tuple(compilers) if compilers else None
+        self.architectures = tuple(architectures) if architectures else None
+        self.validation_architectures = tuple(validation_architectures) if validation_architectures else None
         self.min_instructions = min_instructions
         self.max_tokens = max_tokens
         self.packing = packing
@@ -244,18 +248,22 @@ class PairsDataModule(EpochDataModule):
         self._validation_texts: Optional[tuple[list[str], list[str]]] = None
 
     def _rows(self, split: str) -> list[dict]:
-        columns = ["group", "level", "compiler", "instructions", "disassembly"]
+        columns = ["group", "level", "compiler", "architecture", "instructions", "disassembly"]
         rows = read_pairs(self.directory, split, columns=columns).to_pylist()
         return [row for row in rows if row["instructions"] >= self.min_instructions
                 and (self.compilers is None or row["compiler"] in self.compilers)]
+
+    def _training_rows(self) -> list[dict]:
+        return [row for row in self._rows("train") if row["level"] in self.levels
+                and (self.architectures is None or row["architecture"] in self.architectures)]
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         encodings = _encoder(self.tokenizer_path).encode_batch(texts)
         return [encoding.ids[:self.max_tokens] for encoding in encodings]
 
     def training_groups(self) -> list[list[list[int]]]:
-        """Per group with at least two variants at ``levels``, the token ids of each variant."""
-        rows = [row for row in self._rows("train") if row["level"] in self.levels]
+        """Per group with at least two variants at ``levels`` (and ``architectures``), the token ids of each variant."""
+        rows = self._training_rows()
         ids = self._tokenize([row["disassembly"] for row in rows])
         groups: dict[str, list[list[int]]] = {}
         for row, tokens in zip(rows, ids):
@@ -263,16 +271,30 @@ class PairsDataModule(EpochDataModule):
         return [variants for _, variants in sorted(groups.items()) if len(variants) >= 2]
 
     def validation_pairs(self) -> tuple[list[list[int]], list[list[int]]]:
-        """Query and partner token ids of every validation group present at both ``validation_levels``."""
-        query_level, partner_level = self.validation_levels
-        sides: dict[str, dict[str, str]] = {query_level: {}, partner_level: {}}
+        """Query and partner token ids of every validation group present at both ``validation_levels``.
+
+        With ``validation_architectures``, the query side is the first architecture at the first level and the
+        partner side the second at the second; else both sides are of one compiler (every compiler's pairs).
+        """
+        crossing = self.validation_architectures is not None
+        query, partner = zip(self.validation_architectures, self.validation_levels) if crossing else self.validation_levels
+        sides: dict = {query: {}, partner: {}}
         for row in self._rows("validation"):
-            if row["level"] in sides:
-                sides[row["level"]].setdefault(f"{row['compiler']}\0{row['group']}", row["disassembly"])
-        keys = sorted(sides[query_level].keys() & sides[partner_level].keys())
-        self._validation_texts = ([sides[query_level][key] for key in keys], [sides[partner_level][key] for key in keys])
+            side = (row["architecture"], row["level"]) if crossing else row["level"]
+            if side in sides:
+                key = row["group"] if crossing else f"{row['compiler']}\0{row['group']}"
+                sides[side].setdefault(key, row["disassembly"])
+        keys = sorted(sides[query].keys() & sides[partner].keys())
+        self._validation_texts = ([sides[query][key] for key in keys], [sides[partner][key] for key in keys])
         ids = self._tokenize(self._validation_texts[0] + self._validation_texts[1])
         return ids[:len(keys)], ids[len(keys):]
+
+    def _validation_sides(self) -> list[str]:
+        """The query and partner settings as users name them: ``O0``, or ``x86-64 -O2``."""
+        if self.validation_architectures is None:
+            return list(self.validation_levels)
+        return [f"{architecture} -{level}" for architecture, level in zip(self.validation_architectures,
+                                                                            self.validation_levels)]
 
     def validation_texts(self) -> tuple[list[str], list[str]]:
         """The query and partner texts of the validation pairs, in pair order (for baselines)."""
@@ -300,8 +322,8 @@ class PairsDataModule(EpochDataModule):
             if len(queries) < 2:
                 raise ValueError(
                     f"{self.directory / 'validation'}: {len(queries)} function(s) present at both "
-                    f"{' and '.join(self.validation_levels)}; validation needs at least 2 pairs (rebuild the pairs "
-                    "with more validation projects, or change data.validation_levels)"
+                    f"{' and '.join(self._validation_sides())}; validation needs at least 2 pairs (rebuild the pairs "
+                    "with more validation projects, or change data.validation_levels / data.validation_architectures)"
                 )
             self.val_dataset = ValidationPairsDataset(queries, partners, 2 * self.groups_per_batch, self.length,
                                                       pad_id, self.packing, rank, world)

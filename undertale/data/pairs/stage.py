@@ -54,13 +54,14 @@ from typing import Any, Callable, Optional
 import yaml
 
 from undertale.data.archive import default_mirror
+from undertale.data.pairs.targets import header_package
 from undertale.data.pairs.sources import SourceError, fetch_index, fetch_package
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 PRELUDE = "pairs_prelude.h"
 INCLUDED = ".included"
-DATASET_KEYS = {"suite", "component", "packages", "validation", "test", "levels", "compilers", "cflags",
-                "system_headers"}
+DATASET_KEYS = {"suite", "component", "packages", "validation", "test", "levels", "compilers", "targets", "cflags",
+                "system_headers", "base"}
 PROJECT_KEYS = {"copy", "remove", "included", "generated", "derived", "defines"}
 COPY_KEYS = {"from", "files", "into"}
 DERIVED_KEYS = {"to", "from", "replace"}
@@ -110,6 +111,7 @@ class Dataset:
     test: list[str] = field(default_factory=list)
     levels: list[str] = field(default_factory=lambda: ["O0", "O1", "O2", "O3"])
     compilers: list[str] = field(default_factory=lambda: ["gcc"])
+    targets: list[str] = field(default_factory=list)  # instruction sets instead of compilers (--targets)
     cflags: str = ""
     system_headers: dict[str, str] = field(default_factory=dict)  # header -> package that provides it
 
@@ -205,11 +207,24 @@ def load_project(path: Path) -> Project:
 
 
 def load_dataset(directory: str | os.PathLike) -> Dataset:
-    """Read and check ``DATASET_DIR/dataset.yaml`` and ``DATASET_DIR/projects/*.yaml``."""
+    """Read and check ``DATASET_DIR/dataset.yaml`` and ``DATASET_DIR/projects/*.yaml``.
+
+    ``base: ../other`` takes every key this file does not set, and the project files, from the dataset
+    ``DATASET_DIR/../other`` (one level: a base names no base).
+    """
     directory = Path(directory)
     path = directory / "dataset.yaml"
     data = _yaml(path)
     _keys(str(path), data, DATASET_KEYS)
+    if "targets" in data and "compilers" in data:
+        raise StageError(f"{path}: give compilers or targets (instruction sets), not both")
+    projects_dir = directory / "projects"
+    if "base" in data:
+        base = (directory / str(data["base"])).resolve()
+        inherited = _yaml(base / "dataset.yaml")
+        _keys(str(base / "dataset.yaml"), inherited, DATASET_KEYS - {"base"})
+        data = inherited | {key: value for key, value in data.items() if key != "base"}
+        projects_dir = base / "projects"
     packages: dict[str, str] = {}
     for pin in _strings(f"{path}: packages", data.get("packages")):
         name, _, version = pin.partition("=")
@@ -220,13 +235,13 @@ def load_dataset(directory: str | os.PathLike) -> Dataset:
         packages[name] = version
     if not packages:
         raise StageError(f"{path}: packages: no package pinned")
-    files = {file.stem: file for file in sorted((directory / "projects").glob("*.yaml"))}
+    files = {file.stem: file for file in sorted(projects_dir.glob("*.yaml"))}
     for name in files:
         if name not in packages:
             raise StageError(f"{files[name]}: unknown project: {name} is not a package of {path}")
     for name in packages:
         if name not in files:
-            raise StageError(f"{path}: package {name} has no project file {directory / 'projects' / (name + '.yaml')}")
+            raise StageError(f"{path}: package {name} has no project file {projects_dir / (name + '.yaml')}")
     projects = {name: load_project(files[name]) for name in packages}
     headers = data.get("system_headers") or {}
     if not isinstance(headers, dict):
@@ -238,6 +253,7 @@ def load_dataset(directory: str | os.PathLike) -> Dataset:
         test=_strings(f"{path}: test", data.get("test")),
         levels=_strings(f"{path}: levels", data.get("levels", ["O0", "O1", "O2", "O3"])),
         compilers=_strings(f"{path}: compilers", data.get("compilers", ["gcc"])),
+        targets=_strings(f"{path}: targets", data.get("targets")),
         cflags=str(data.get("cflags") or ""),
         system_headers={str(header): str(package) for header, package in headers.items()},
     )
@@ -345,7 +361,7 @@ def check_headers(dataset: Dataset, compiler: str = "gcc") -> None:
         except FileNotFoundError:
             raise StageError(f"{compiler} not found: needed to check <{header}>") from None
         if result.returncode != 0:
-            raise StageError(f"<{header}> not found: install {package}")
+            raise StageError(f"<{header}> not found by {compiler}: install {header_package(package, compiler)}")
 
 
 def stage(
@@ -382,7 +398,8 @@ def pairs_command(dataset: Dataset, stage_dir: Path, output: str, workers: Optio
     """The ``python -m undertale.data pairs`` arguments that build the dataset from the staged projects."""
     projects = [str(stage_dir / name) for name in sorted(dataset.projects)]
     command = ["python", "-m", "undertale.data", "pairs", str(output), *projects,
-               "--levels", ",".join(dataset.levels), "--compilers", ",".join(dataset.compilers)]
+               "--levels", ",".join(dataset.levels)]
+    command += ["--targets", ",".join(dataset.targets)] if dataset.targets else ["--compilers", ",".join(dataset.compilers)]
     for option, names in (("--validation-projects", dataset.validation), ("--test-projects", dataset.test)):
         if names:
             command += [option, ",".join(names)]
@@ -418,12 +435,25 @@ def summary(output: str | os.PathLike, log: Callable[[str], None] = print) -> No
     log(f"build: {manifest['seconds']} s; failed compilations: {manifest['counts']['failed_compilations']}")
 
 
+def _compilers(dataset: Dataset) -> list[str]:
+    """The compilers the build runs (each checked for the system headers): the targets' when it names targets."""
+    if not dataset.targets:
+        return dataset.compilers[:1] or ["gcc"]
+    from undertale.data.pairs.targets import target_compilers
+
+    try:
+        return list(target_compilers(dataset.targets).values())
+    except ValueError as error:
+        raise StageError(f"{dataset.directory / 'dataset.yaml'}: {error}") from None
+
+
 def run(dataset_dir: str, src_dir: str, mirror: Optional[str] = None, build: Optional[str] = None,
         workers: Optional[int] = None) -> None:
     """The ``stage`` command: stage, then either build the pairs (``build``) or print the command that does."""
     dataset = load_dataset(dataset_dir)
     if build is not None:
-        check_headers(dataset, dataset.compilers[0] if dataset.compilers else "gcc")
+        for compiler in _compilers(dataset):
+            check_headers(dataset, compiler)
     try:
         stage_dir = stage(dataset, src_dir, mirror=mirror)
     except SourceError as error:
@@ -439,6 +469,7 @@ def run(dataset_dir: str, src_dir: str, mirror: Optional[str] = None, build: Opt
     build_pairs(
         build, command[5:5 + len(dataset.projects)], levels=",".join(dataset.levels),
         compilers=",".join(dataset.compilers), workers=workers, cflags=dataset.cflags,
+        targets=",".join(dataset.targets) if dataset.targets else None,
         held_out={split: ",".join(names) for split, names in (("validation", dataset.validation),
                                                               ("test", dataset.test)) if names} or None,
     )
