@@ -5,6 +5,12 @@ not today's defaults. Keys given on the command line with ``resume=`` must
 either repeat the run's values, or be one of :data:`ALLOWED_ON_RESUME` (where
 the run continues: hardware, loader processes, a new step or time budget).
 Anything else is refused in one line naming the keys.
+
+The run's loggers are its own too (``logger`` of its ``config.yaml``, whole: today's default
+``logger=wandb`` adds no W&B run to a ``logger=csv`` run), and each continues its history
+(:mod:`undertale.training.history`). ``logger=<option>`` on the resume command line replaces them for this
+session, since where metrics go changes nothing the run computes; a later resume goes back to the run's own
+loggers unless it names them again.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ ALLOWED_ON_RESUME = (
     "logger.wandb.mode",
 )
 IGNORED_ON_RESUME = ("resume", "ckpt_path", "hydra")
+LOGGERS = "logger"  # the group a resumed run takes from the run, unless named on the command line
 BUDGETS = ("trainer.max_steps", "trainer.max_time")
 
 
@@ -81,9 +88,14 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
         if isinstance(node, DictConfig) and node.get("_target_") != OmegaConf.select(given, f"{key}._target_"):
             config[key] = node
     conflicts, notes = [], []
+    named = [override for override in overrides if _key(override) == LOGGERS]
+    if LOGGERS in saved or named:  # the run's loggers, or those named now: never a merge of both
+        config[LOGGERS] = (_value(given, LOGGERS) or {}) if named else saved[LOGGERS]
+    if named and (old := sorted(saved.get(LOGGERS) or {})) != (new := sorted(given.get(LOGGERS) or {})):
+        notes.append(f"logger: {', '.join(old) or 'none'} -> {', '.join(new) or 'none'} for this session")
     for override in overrides:
         key = _key(override)
-        if key.split(".")[0] in IGNORED_ON_RESUME:
+        if key.split(".")[0] in IGNORED_ON_RESUME or key == LOGGERS:
             continue
         if "." in key or key in ALLOWED_ON_RESUME:
             changes = [key]

@@ -33,6 +33,7 @@ from undertale.training.callbacks import DataEpoch, ModelSummary, NonFiniteLossG
 from undertale.training.checkpointing import AtomicCheckpointIO
 from undertale.training.checks import check_config
 from undertale.runtime.errors import ConfigError, Diverged, Preempted, RunError
+from undertale.training.history import METRIC_PREFIXES, checkpoint_step, latest_metrics
 from undertale.training.loggers import build_loggers, finish_wandb, wandb_logger
 from undertale.training.resume import LATEST, resumption
 
@@ -172,7 +173,7 @@ def train(cfg: DictConfig) -> dict:
         "name": wandb_run.get("name") or name, "group": wandb_run.get("group") or group, "id": wandb_run.get("id"),
         "job_type": cfg.task_name,
         "config": OmegaConf.to_container(cfg, resolve=True) | {"environment": env, "vocab_size": parts.vocab_size},
-    })
+    }, resumed_from=checkpoint)
     callbacks = _callbacks(cfg, run, parts.tokenizer, parts.flops_per_token) + list(parts.callbacks)
     trainer: lightning.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run.path),
@@ -218,7 +219,10 @@ def _finite(value: Any) -> Any:
 
 def _summarise(trainer: lightning.Trainer, run: RunDirectory, task: Task, parts: TaskParts, loggers: list,
                started: float, status: str) -> dict:
-    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(("train/", "val/"))}
+    logged = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(METRIC_PREFIXES)}
+    metrics = dict(logged)
+    if trainer.ckpt_path:  # a resumed run: the latest value of each metric, also those this session did not log
+        metrics = latest_metrics(run.metrics, logged, checkpoint_step(trainer.ckpt_path))
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     metrics |= {
         "status": status,
@@ -235,8 +239,8 @@ def _summarise(trainer: lightning.Trainer, run: RunDirectory, task: Task, parts:
     metrics = {key: _finite(value) for key, value in (metrics | extra).items()}
     if (logger := wandb_logger(loggers)) is not None:
         metrics["wandb_id"] = logger.experiment.id
-        for key, value in extra.items():
-            if key.startswith("baseline/"):
+        for key, value in metrics.items():  # and, resumed, the metrics only earlier sessions logged
+            if key.startswith("baseline/") or (key.startswith(METRIC_PREFIXES) and key not in logged):
                 logger.experiment.summary[key] = value
     run.metrics.write_text(json.dumps(metrics, indent=2, allow_nan=False))
     print(f"\nrun directory: {run.path}")

@@ -39,13 +39,13 @@ class OfflineRun:
 
 
 def records(path: Path) -> Iterator[bytes]:
-    """Raw protobuf payloads of a ``.wandb`` file.
+    """Raw protobuf payloads of a ``.wandb`` file, up to where it is cut short (a killed run's).
 
     Raises:
         ValueError: when the file is not a W&B transaction log.
     """
     data = Path(path).read_bytes()
-    identity, _, _ = HEADER.unpack_from(data, 0)
+    identity = HEADER.unpack_from(data, 0)[0] if len(data) >= HEADER.size else b""
     if identity != b":W&B":
         raise ValueError(f"{path} is not a W&B run file")
     offset, pending = HEADER.size, b""
@@ -56,6 +56,8 @@ def records(path: Path) -> Iterator[bytes]:
             continue
         _, length, kind = RECORD.unpack_from(data, offset)
         payload = data[offset + RECORD.size : offset + RECORD.size + length]
+        if len(payload) < length:  # the file of a killed run ends inside a record
+            break
         offset += RECORD.size + length
         if kind == FULL:
             yield payload
@@ -79,6 +81,7 @@ def _value(item: Any) -> Any:
 
 def read_offline_run(directory: str | Path) -> OfflineRun:
     """Parse ``directory/run-*.wandb`` (an ``offline-run-*`` folder)."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     files = sorted(Path(directory).glob("run-*.wandb"))
@@ -87,7 +90,10 @@ def read_offline_run(directory: str | Path) -> OfflineRun:
     run = OfflineRun()
     for payload in records(files[0]):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:  # a record cut short by a kill
+            break
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id, run.name, run.group = record.run.run_id, record.run.display_name, record.run.run_group
@@ -110,7 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     for directory in argv if argv is not None else sys.argv[1:]:
         run = read_offline_run(directory)
         print(f"{directory}: id {run.run_id}, name {run.name!r}, group {run.group!r}, exit code {run.exit_code}")
-        print(f"  {len(run.history)} history rows; summary: " + ", ".join(
+        steps = [row["_step"] for row in run.history if "_step" in row]
+        span = f" (_step {min(steps)}..{max(steps)})" if steps else ""
+        print(f"  {len(run.history)} history rows{span}; summary: " + ", ".join(
             f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
             for key, value in sorted(run.summary.items()) if not key.startswith("_")
         ))
