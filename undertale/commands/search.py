@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from undertale.commands import CONFIG_PATH
+from undertale.evaluation.entry import before_hydra
 from undertale.search.command import search_command
 
 
@@ -23,4 +24,5 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     sys.argv = diff_as_list(sys.argv)
+    before_hydra(sys.argv, "search")  # a mistake in the command line: one line, exit 2
     _app()

@@ -14,16 +14,18 @@ Sources:
 The corpus, the tokenizer, the tokenized shards and the packed shards live
 under ``cache_dir`` and are reused when their inputs (and the format version of
 the code that builds them) have not changed. One process at a time prepares a
-cache: the others wait for it and then reuse what it built.
+cache: the others wait for it (saying so) and then reuse what it built. Each
+entry records its files' sizes and SHA256; one that is not whole is named in a
+warning and built again, and temporary files of interrupted writes are removed
+(:mod:`undertale.data.cache`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import threading
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,20 +34,21 @@ from typing import Any, Iterator, Optional, Sequence
 
 import pyarrow.parquet as pq
 
+from undertale.data.cache import LOCK, cache_lock  # noqa: F401  (where callers have always found them)
+from undertale.data.cache import (Verified, checked_shards, checked_tokenizer, record_entry, record_tokenizer,
+                                  remove_temporaries, repair_corpus)
 from undertale.data.corpus.build import CorpusOptions, build_corpus
 from undertale.data.encode import TEXT_COLUMN, TOKENIZED_FORMAT, tokenize_corpus
 from undertale.data.packing import PACKING_FORMAT, pack_directory
 from undertale.data.parquet import open_parquet, parquet_files
 from undertale.settings.data import DEFAULT_MERGES
 from undertale.data.tokenizer import load_tokenizer, train_tokenizer
+from undertale.runtime.errors import UsageError, first_line
 
 COMPLETE = "complete.json"
-LOCK = ".prepare.lock"
+PACKED = "packing.json"
 # Bump when a tokenizer trained from the same corpus and settings would differ: cached tokenizers are retrained.
 TOKENIZER_FORMAT = 2
-
-_held = threading.local()  # lock files this thread holds, so that cache_lock nests
-
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -54,28 +57,6 @@ class PreparedData:
     tokenized: Path
     tokenizer: Path
     corpus: Optional[Path]
-
-
-@contextmanager
-def cache_lock(directory: str | os.PathLike) -> Iterator[None]:
-    """Hold ``directory/.prepare.lock`` exclusively (waiting for it), so that processes started together
-    (torchrun, SLURM) never build the same cache twice. Nested use in one thread does not wait on itself.
-    """
-    directory = Path(directory).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = (directory / LOCK).resolve()
-    held = _held.__dict__.setdefault("paths", set())
-    if path in held:
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        held.add(path)
-        try:
-            yield
-        finally:
-            held.discard(path)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _digest(*parts: object) -> str:
@@ -150,7 +131,9 @@ def prepare(
     Raises:
         ValueError: for an unknown source, ``binaries`` without ``paths``, ``parquet`` without ``directory``,
             or tokenized shards without a tokenizer.
-        FileNotFoundError: when ``directory`` is missing or holds no parquet file.
+        UsageError: (a ValueError) for data that cannot be prepared, in one line: an input path or ``directory``
+            that does not exist, a ``directory`` without parquet files, inputs without functions, a tokenizer file
+            that cannot be read; :class:`~undertale.runtime.errors.OutputError` for a cache that cannot be written.
     """
     if source == "binaries" and not paths:
         raise ValueError(
@@ -171,29 +154,54 @@ def prepare(
     cache = Path(cache_dir).expanduser()
     dask = (scheduler, workers)  # each step that has work to do connects (a cached step starts no cluster)
     with cache_lock(cache):
-        shards = Path(directory).expanduser() if source == "parquet" else None
-        if shards is not None and is_tokenized(shards):
-            if not tokenizer:
-                raise ValueError(f"{shards} is already tokenized: set data.tokenizer to the tokenizer.json it was made with")
-            load_tokenizer(tokenizer)
-            prepared = PreparedData(shards, Path(tokenizer), None)
+        removed = remove_temporaries(cache)
+        if removed:
+            print(f"cache: removed {len(removed)} temporary file(s) of interrupted writes "
+                  f"({sum(size for _, size in removed):,} bytes): {', '.join(str(path) for path, _ in removed[:3])}"
+                  f"{' ...' if len(removed) > 3 else ''}", file=sys.stderr)
+        verified = Verified(cache)
+        try:
+            prepared = _prepare(source, cache, paths, directory, tokenizer, sequence_length, merges,
+                                tokenizer_functions, corpus_options or CorpusOptions(), workers, packing, progress,
+                                scheduler, packages, pins, mirror, suite, allow_missing, dask, verified)
+        except UsageError:
+            raise
+        except (ValueError, FileNotFoundError) as error:  # the data's own mistakes, named by the step that met them
+            raise UsageError(first_line(error, 1000)) from error
+        finally:
+            verified.save()
+    return prepared
+
+
+def _prepare(source: str, cache: Path, paths: Optional[Sequence[str]], directory: Optional[str],
+             tokenizer: Optional[str], sequence_length: int, merges: int, tokenizer_functions: int,
+             corpus_options: CorpusOptions, workers: Optional[int], packing: bool, progress: bool,
+             scheduler: Optional[str], packages: Optional[str], pins: Optional[list], mirror: Optional[str], suite: str,
+             allow_missing: bool, dask: tuple[Optional[str], Optional[int]], verified: Verified) -> PreparedData:
+    """:func:`prepare`'s steps, under the cache lock."""
+    shards = Path(directory).expanduser() if source == "parquet" else None
+    if shards is not None and is_tokenized(shards):
+        if not tokenizer:
+            raise ValueError(f"{shards} is already tokenized: set data.tokenizer to the tokenizer.json it was made with")
+        load_tokenizer(tokenizer)
+        prepared = PreparedData(shards, Path(tokenizer), None)
+    else:
+        if pins is not None:
+            corpus, corpus_id = _debian_corpus(cache, pins, packages, corpus_options, workers, mirror, suite,
+                                               allow_missing, progress, verified)
+        elif shards is None:
+            corpus, corpus_id = _corpus(cache, paths, corpus_options, workers, progress, scheduler, verified)
         else:
-            if pins is not None:
-                corpus, corpus_id = _debian_corpus(cache, pins, packages, corpus_options or CorpusOptions(), workers,
-                                                   mirror, suite, allow_missing, progress)
-            elif shards is None:
-                corpus, corpus_id = _corpus(cache, paths, corpus_options or CorpusOptions(), workers, progress, scheduler)
-            else:
-                corpus, corpus_id = shards, _files_digest(shards)
-            if tokenizer:
-                tokenizer_path = Path(tokenizer).expanduser()
-            else:
-                tokenizer_path = _trained_tokenizer(
-                    cache, corpus, corpus_id, merges, sequence_length, tokenizer_functions, progress
-                )
-            tokenized = _tokenized(cache, corpus, corpus_id, tokenizer_path, sequence_length, progress, dask)
-            prepared = PreparedData(tokenized, tokenizer_path, corpus)
-        return _packed(prepared, cache, progress, dask) if packing else prepared
+            corpus, corpus_id = shards, _files_digest(shards)
+        if tokenizer:
+            tokenizer_path = Path(tokenizer).expanduser()
+        else:
+            tokenizer_path = _trained_tokenizer(
+                cache, corpus, corpus_id, merges, sequence_length, tokenizer_functions, progress, verified
+            )
+        tokenized = _tokenized(cache, corpus, corpus_id, tokenizer_path, sequence_length, progress, dask, verified)
+        prepared = PreparedData(tokenized, tokenizer_path, corpus)
+    return _packed(prepared, cache, progress, dask, verified) if packing else prepared
 
 
 @contextmanager
@@ -214,34 +222,39 @@ def _runner(dask: tuple[Optional[str], Optional[int]]) -> Iterator[Optional[Any]
 
 def _corpus(
     cache: Path, paths: Optional[Sequence[str]], options: CorpusOptions, workers: Optional[int], progress: bool,
-    scheduler: Optional[str] = None,
+    scheduler: Optional[str] = None, verified: Optional[Verified] = None,
 ) -> tuple[Path, str]:
-    """The corpus of ``paths`` (built or reused) and its key."""
+    """The corpus of ``paths`` (built, reused, or built again when not whole) and its key."""
     corpus = cache / "corpus" / _digest(sorted(paths or []), options.__dict__)
-    build_corpus(corpus, paths, options, workers=workers, progress=progress, scheduler=scheduler)
-    return corpus, json.loads((corpus / "manifest.json").read_text())["key"][:16]
+    repair_corpus(cache, corpus, verified or Verified(cache))
+    manifest = build_corpus(corpus, paths, options, workers=workers, progress=progress, scheduler=scheduler)
+    return corpus, manifest["key"][:16]
 
 
 def _debian_corpus(
     cache: Path, pins: list, packages: str, options: CorpusOptions, workers: Optional[int], mirror: Optional[str],
-    suite: str, allow_missing: bool, progress: bool,
+    suite: str, allow_missing: bool, progress: bool, verified: Optional[Verified] = None,
 ) -> tuple[Path, str]:
-    """The corpus of pinned Debian packages (built or reused; the ``.deb`` files under ``cache/debs``) and its key."""
+    """The corpus of pinned Debian packages (built, reused, or built again when not whole; the ``.deb`` files
+    under ``cache/debs``) and its key."""
     from undertale.data.corpus.debian import build_debian_corpus, debian_key
 
     corpus = cache / "corpus" / f"debian-{debian_key(pins, options)[:16]}"
+    repair_corpus(cache, corpus, verified or Verified(cache))
     manifest = build_debian_corpus(corpus, pins, options, workers=workers, mirror=mirror, suite=suite, cache_dir=cache,
                                    allow_missing=allow_missing, progress=progress, source_file=packages)
     return corpus, manifest["key"][:16]
 
 
 def _trained_tokenizer(
-    cache: Path, corpus: Path, corpus_id: str, merges: int, sequence_length: int, functions: int, progress: bool
+    cache: Path, corpus: Path, corpus_id: str, merges: int, sequence_length: int, functions: int, progress: bool,
+    verified: Optional[Verified] = None,
 ) -> Path:
-    """A tokenizer trained on ``corpus`` (or reused), per :data:`TOKENIZER_FORMAT`."""
+    """A tokenizer trained on ``corpus`` (or reused when whole), per :data:`TOKENIZER_FORMAT`."""
+    verified = verified or Verified(cache)
     name = f"{corpus_id}-{merges}-{sequence_length}-{functions}-v{TOKENIZER_FORMAT}"
     path = cache / "tokenizers" / f"{name}.json"
-    if path.is_file():
+    if checked_tokenizer(cache, path, load_tokenizer, verified):
         return path
     started = time.perf_counter()
     model = train_tokenizer(training_texts(corpus, functions), merges, sequence_length)
@@ -249,6 +262,7 @@ def _trained_tokenizer(
     temporary = path.with_suffix(".json.tmp")
     model.save(str(temporary))
     os.replace(temporary, path)
+    record_tokenizer(path, verified)
     if progress:
         print(f"tokenizer: {model.get_vocab_size():,} tokens, trained in {time.perf_counter() - started:.1f} s -> {path}")
     return path
@@ -256,16 +270,18 @@ def _trained_tokenizer(
 
 def _tokenized(
     cache: Path, corpus: Path, corpus_id: str, tokenizer: Path, sequence_length: int, progress: bool,
-    dask: tuple[Optional[str], Optional[int]] = (None, None),
+    dask: tuple[Optional[str], Optional[int]] = (None, None), verified: Optional[Verified] = None,
 ) -> Path:
-    """The corpus tokenized (or reused), per tokenizer and :data:`~undertale.data.encode.TOKENIZED_FORMAT`."""
+    """The corpus tokenized (reused when whole; its damaged shards tokenized again), per tokenizer and
+    :data:`~undertale.data.encode.TOKENIZED_FORMAT`."""
+    verified = verified or Verified(cache)
     model = load_tokenizer(tokenizer, sequence_length)
     tokenizer_id = hashlib.sha256(model.to_str().encode()).hexdigest()[:16]
     tokenized = cache / "tokenized" / f"{corpus_id}-{tokenizer_id}-v{TOKENIZED_FORMAT}"
-    if not (tokenized / COMPLETE).is_file():
+    if not checked_shards(cache, tokenized, COMPLETE, verified):
         with _runner(dask) as runner:
             counts = tokenize_corpus(corpus, model, tokenized, progress=progress, runner=runner)
-        (tokenized / COMPLETE).write_text(json.dumps(counts | {"tokenizer": str(tokenizer)}))
+        record_entry(tokenized, COMPLETE, counts | {"tokenizer": str(tokenizer)}, verified)
         if progress:
             print(
                 f"tokenize: {counts['rows']:,} functions, {counts['tokens']:,} tokens in {counts['seconds']:.1f} s "
@@ -275,18 +291,21 @@ def _tokenized(
 
 
 def _packed(prepared: PreparedData, cache: Path, progress: bool,
-            dask: tuple[Optional[str], Optional[int]] = (None, None)) -> PreparedData:
+            dask: tuple[Optional[str], Optional[int]] = (None, None),
+            verified: Optional[Verified] = None) -> PreparedData:
     """The same data with several functions packed into each row, built once per content of the tokenized
     shards (shards of a user's rewritten in place are packed again) and per
-    :data:`~undertale.data.packing.PACKING_FORMAT`."""
+    :data:`~undertale.data.packing.PACKING_FORMAT`; reused when whole (its damaged shards packed again)."""
+    verified = verified or Verified(cache)
     tokenized = prepared.tokenized
     # a cached tokenization is named by its content (corpus, tokenizer, format): the same name on any machine;
     # shards a user gave are keyed by their files, since they may be rewritten in place
     own = tokenized.resolve().parent == (cache / "tokenized").resolve()
     packed = cache / "packed" / _digest(PACKING_FORMAT, tokenized.name if own else _files_digest(tokenized))
-    if not (packed / "packing.json").is_file():
+    if not checked_shards(cache, packed, PACKED, verified):
         with _runner(dask) as runner:
             counts = pack_directory(prepared.tokenized, packed, progress=progress, runner=runner)
+        record_entry(packed, PACKED, counts, verified)
         if progress:
             print(
                 f"pack: {counts['functions']:,} functions into {counts['rows']:,} rows "

@@ -232,12 +232,18 @@ def load_tokenizer(path: str | Path, sequence_length: Optional[int] = None) -> T
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
-        ValueError: when the file is not an undertale tokenizer (special tokens missing).
+        ValueError: when the file cannot be read as a tokenizer (cut short, not JSON) or is not an undertale
+            tokenizer (special tokens missing), naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file {path} does not exist; build one with `python -m undertale.data tokenizer`")
-    tokenizer = Tokenizer.from_file(str(path))
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises its own exception kinds for a file cut short or not JSON
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"tokenizer file {path} cannot be read ({message}); it is cut short or not a "
+                         "tokenizer.json") from None
     missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
     if missing:
         raise ValueError(f"{path} lacks the special tokens {missing}; it is not an undertale tokenizer")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_dir
@@ -18,6 +19,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from undertale.runtime.errors import UsageError, report_usage_error
+from undertale.runtime.outputs import check_writable, expected_failure
+from undertale.runtime.runs import RunDirectory
 from undertale.settings.store import CONF
 from undertale.training.checks import FLAGS_THAT_SKIP, explain_composition_error
 
@@ -74,10 +77,27 @@ def task_name(cfg: DictConfig) -> str:
     return str(task)
 
 
+def check_result_file(cfg: DictConfig, task: str) -> None:
+    """The file the evaluation writes into the run directory (``evaluation.json``, ``similarity.json``) can be
+    written, before any work (a run directory that does not exist is the task's own error).
+
+    Raises:
+        OutputError: naming the file and why it cannot be written.
+    """
+    if not cfg.get("run") or not Path(str(cfg.run)).expanduser().is_dir():
+        return
+    run = RunDirectory(str(cfg.run))
+    check_writable(run.similarity if task == "similarity" else run.evaluation, "result file",
+                   hint="evaluate.py writes it into the run directory: copy the run to a writable place and "
+                        "evaluate the copy")
+
+
 def run_task(cfg: DictConfig) -> Any:
-    """Run the task ``cfg.task`` names; exit with one ``error:`` line (code 2) for a mistake."""
+    """Run the task ``cfg.task`` names; exit with one ``error:`` line (code 2) for a mistake, an output that cannot
+    be written (checked before any work) or a disk that fills."""
     task = task_name(cfg)
     try:
+        check_result_file(cfg, task)
         if task == "similarity":
             code = similarity(cfg)
             if isinstance(code, int) and not isinstance(code, bool) and code:
@@ -88,6 +108,9 @@ def run_task(cfg: DictConfig) -> Any:
         from undertale.evaluation.maskedlm import evaluate
 
         evaluate(cfg, _overrides())
-    except UsageError as error:
-        fail(error)
+    except Exception as error:
+        stop = expected_failure(error)
+        if stop is None:
+            raise
+        fail(stop)
     return None

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from undertale.runtime.errors import UsageError, first_line, report_usage_error
+from undertale.runtime.errors import UsageError, first_line
+from undertale.runtime.outputs import check_writable, run_command
 from undertale.search.diff import diff, diff_table
 from undertale.search.query import query, query_table, write_json
 from undertale.search.store import SearchIndex
 
 
 def search_command(cfg) -> int:
-    """Run ``search.py`` (``query=`` or ``diff=``); the exit code (2 after one ``error:`` line)."""
-    try:
-        return _search(cfg)
-    except UsageError as error:
-        return report_usage_error(error)
+    """Run ``search.py`` (``query=`` or ``diff=``); the exit code (2 after one ``error:`` line: a mistake in the
+    command, an ``output=`` that cannot be written (checked before the search), a disk that fills)."""
+    return run_command(_search, cfg, output=cfg.get("output"))
 
 
 def _search(cfg) -> int:
@@ -26,6 +25,8 @@ def _search(cfg) -> int:
     output = cfg.get("output")
     if output and (Path(output).expanduser().is_dir()):
         raise UsageError(f"output={output} is a directory; give a .json file")
+    if output:
+        check_writable(output, "output", hint="give output=<file.json> in a writable folder")
     index = SearchIndex.open(cfg.index)
     scoring = cfg.get("scoring") or "model"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,26 +13,61 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from undertale.runtime.errors import OutputError
+from undertale.runtime.outputs import (DISK_FULL, causes, disk_full_message, free_bytes, remove_stale_temporaries,
+                                       temporary_path, write_failure)
+
+# torch's zip writer reports a failed write as a RuntimeError of its own ("[enforce fail at inline_container.cc...")
+TORCH_WRITER = ("inline_container", "PytorchStreamWriter")
+# a failed torch write on a filesystem with less than this left is taken for a full disk
+NEARLY_FULL = 1 << 20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over the target.
 
-    A write killed halfway leaves the previous checkpoint of that name untouched.
+    A write killed halfway leaves the previous checkpoint of that name untouched, and its temporary file
+    (``.<name>.<pid>@<host>.tmp``) is removed by the next save in that folder once its writer is gone. A write
+    that fails for a full disk or a refused write is an :class:`~undertale.runtime.errors.OutputError` naming the
+    checkpoint (one line, exit code 2), whether the failure comes as an ``OSError`` or as torch's own error.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        for stale, size in remove_stale_temporaries(path.parent):
+            print(f"removed {stale} ({size:,} bytes), left by a checkpoint write that was stopped", file=sys.stderr)
+        temporary = temporary_path(path)
         try:
             with open(temporary, "wb") as handle:
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+        except Exception as error:
+            failure = checkpoint_write_failure(error, path)  # before the temporary file frees its space
+            if failure is not None:
+                raise failure from error
+            raise
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def checkpoint_write_failure(error: BaseException, path: Path) -> Optional[OutputError]:
+    """The one-line error of a checkpoint write that failed for want of space or permission, or None.
+
+    A full disk comes as an ``OSError`` (ENOSPC, EDQUOT, EFBIG) or, from torch's zip writer, as a ``RuntimeError``
+    raised while handling one; a torch write failure with under :data:`NEARLY_FULL` bytes left is one too.
+    """
+    chain = list(causes(error))
+    full = any(isinstance(item, OSError) and item.errno in DISK_FULL for item in chain)
+    if not full and any(isinstance(item, RuntimeError) and any(mark in str(item) for mark in TORCH_WRITER)
+                        for item in chain):
+        free = free_bytes(path.parent)
+        full = free is not None and free < NEARLY_FULL
+    if full:
+        return OutputError(disk_full_message(path, "checkpoint"))
+    return write_failure(error, path)
 
 
 class RunCheckpoint(ModelCheckpoint):

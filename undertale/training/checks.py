@@ -11,6 +11,8 @@ the closest valid key or option.
 from __future__ import annotations
 
 import difflib
+import glob
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -21,11 +23,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from undertale.settings.data import default_cache_dir
 from undertale.settings.store import CONF, settings, sizes_of
 from undertale.settings.model import InstructionTraceTransformerEncoderForMaskedLMConfiguration as Sizes
 from undertale.settings.masking import MaskingSettings
 from undertale.settings.optimizer import OptimizerSettings
 from undertale.runtime.errors import ConfigError
+from undertale.runtime.outputs import check_cache_writable, check_writable
 
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
@@ -121,7 +125,8 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sizes:
     _check("masking", lambda: MaskingSettings(**settings(cfg.masking)))
     if "_target_" not in (cfg.get("data") or {}):
         raise ConfigError("data needs a _target_ (its settings class): pick an option, e.g. data=system")
-    _check("data", lambda: get_class(cfg.data._target_)(**settings(cfg.data)))
+    data = _check("data", lambda: get_class(cfg.data._target_)(**settings(cfg.data)))
+    check_data_paths(data)
     if "_target_" not in (cfg.get("task") or {}):
         raise ConfigError("task needs a _target_ (its Task class): pick an option, e.g. task=maskedlm")
     task = _check("task", lambda: instantiate(cfg.task, _convert_="all"))
@@ -135,6 +140,47 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> Sizes:
     if cfg.get("compile") not in ("auto", True, False):
         raise ConfigError(f"compile must be auto, true or false, got {cfg.get('compile')!r}")
     return sizes
+
+
+def _missing(path: str) -> bool:
+    path = os.path.expanduser(str(path))
+    return not (glob.glob(path) if glob.has_magic(path) else os.path.exists(path))
+
+
+def check_data_paths(data: Any) -> None:
+    """Every file the data settings name exists: each ``data.paths`` entry (a file, a directory or a glob that
+    matches), ``data.directory``, ``data.packages``, ``data.pairs`` and ``data.tokenizer``, so a wrong path stops
+    before any work (and before the run directory is made).
+
+    Raises:
+        ConfigError: naming the first setting and path that does not exist.
+    """
+    paths = getattr(data, "paths", None) or []
+    for index, path in enumerate([paths] if isinstance(paths, str) else paths):
+        if _missing(path):
+            what = "matches no file" if glob.has_magic(str(path)) else "does not exist"
+            raise ConfigError(f"data.paths[{index}]: {path} {what}; give existing ELF files, directories or globs")
+    for name in ("directory", "packages", "pairs", "tokenizer"):
+        value = getattr(data, name, None)
+        if value and _missing(value):
+            raise ConfigError(f"data.{name}: {value} does not exist")
+
+
+def check_outputs(cfg: DictConfig, run_dir: Optional[Path] = None) -> None:
+    """The run directory (``hydra.run.dir``, or ``run_dir`` of a resumed run) and the data cache can be written,
+    before any work (:func:`~undertale.runtime.outputs.check_writable`).
+
+    Raises:
+        OutputError: naming the directory that cannot be written and what to set instead.
+    """
+    run_dir = run_dir or OmegaConf.select(cfg, "hydra.run.dir", default=None)
+    if run_dir is not None:
+        check_writable(str(run_dir), "run directory", directory=True,
+                       hint="set hydra.run.dir=<a writable directory>")
+    data = cfg.get("data")
+    if isinstance(data, DictConfig) and "cache_dir" in data:  # the data group of a task that prepares a cache
+        cache = data.get("cache_dir")
+        check_cache_writable(Path(str(cache)) if cache else default_cache_dir())
 
 
 # --- the command line, before Hydra ------------------------------------------------------------

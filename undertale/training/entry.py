@@ -15,8 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from undertale.training.checks import check_command_line, check_config, runs_root
-from undertale.runtime.errors import STOPS, UsageError, report_usage_error
+from undertale.training.checks import check_command_line, check_config, check_outputs, runs_root
+from undertale.runtime.errors import Diverged, Preempted, UsageError, report_usage_error
+from undertale.runtime.outputs import expected_failure
 from undertale.training.resume import resumption
 
 
@@ -35,15 +36,20 @@ def before_hydra(argv: list[str]) -> list[str]:
     arguments = argv[1:]
     try:
         cfg = check_command_line(arguments)
-        if cfg is None or not cfg.get("resume"):
+        if cfg is None:
+            return argv
+        if not cfg.get("resume"):
+            check_outputs(cfg)
             return argv
         overrides = [arg for arg in arguments if not arg.startswith("-")]
         resumed = resumption(str(cfg.resume), cfg, overrides, runs_root(cfg))
         if resumed is None:
             print(f"resume=latest: no run with a checkpoint under {runs_root(cfg)}; starting a new run")
+            check_outputs(cfg)
             return [arg if not arg.startswith("resume=") else "resume=null" for arg in argv]
         check_config(resumed.config)
-    except UsageError as error:  # ConfigError among them: one line, exit code 2
+        check_outputs(resumed.config, resumed.run.path)
+    except UsageError as error:  # ConfigError and OutputError among them: one line, exit code 2
         sys.exit(report_usage_error(error))
     arguments = [arg if not arg.startswith("resume=") else f"resume={resumed.run.path}" for arg in arguments]
     if not any(arg.startswith("hydra.run.dir=") for arg in arguments):
@@ -58,8 +64,9 @@ def run_job(cfg: DictConfig) -> float:
 
     try:
         metrics = train(cfg)
-    except STOPS as error:  # UsageError (ConfigError, RunError), Diverged, Preempted
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the job as failed
-        _fail(str(error), error.exit_code)
+    except Exception as error:  # UsageError (ConfigError, RunError, OutputError), Diverged, Preempted
+        stop = error if isinstance(error, (Diverged, Preempted)) else expected_failure(error)  # a full disk, named so
+        if stop is None or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise  # a bug keeps its traceback; under -m, Hydra records the job as failed
+        _fail(str(stop), stop.exit_code)
     return metrics.get(cfg.task.get("monitor", "val/accuracy"), float("nan"))
