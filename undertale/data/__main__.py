@@ -27,6 +27,8 @@ from undertale.data.encode import tokenize_corpus
 from undertale.data.pipeline import training_texts
 from undertale.settings.data import DEFAULT_MERGES
 from undertale.data.tokenizer import DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
+from undertale.runtime.errors import report_usage_error
+from undertale.runtime.outputs import check_writable, expected_failure
 from undertale.runtime.program import program_name
 
 
@@ -219,11 +221,41 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# where each subcommand writes: (argument, what it is, a directory); checked before any work
+OUTPUTS = {
+    "corpus": (("output", "corpus directory", True), ("cache", "--cache", True)),
+    "tokenizer": (("output", "tokenizer file", False),),
+    "tokenize": (("output", "output directory", True),),
+    "pairs": (("output", "pairs directory", True), ("keep_objects", "--keep-objects", True)),
+    "stage": (("src", "source directory", True), ("build", "--build", True)),
+}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output of the subcommand (:data:`OUTPUTS`) can be written, before any work.
+
+    Raises:
+        OutputError: naming the output and why it cannot be written.
+    """
+    for name, what, directory in OUTPUTS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if value:
+            check_writable(value, what, directory=directory)
+
+
 def main(argv=None) -> int:
+    """Run one data command; its exit code (2 after one ``error:`` line for a mistake, an output that cannot be
+    written, or a disk that fills)."""
     args = parser().parse_args(_join_cflags(list(sys.argv[1:] if argv is None else argv)))
     try:
+        check_outputs(args)
         code = args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except Exception as error:
+        stop = expected_failure(error)
+        if stop is not None:
+            return report_usage_error(stop)
+        if not isinstance(error, (ValueError, FileNotFoundError)):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     return code or 0

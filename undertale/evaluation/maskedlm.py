@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from undertale.runtime.errors import UsageError
+from undertale.runtime.outputs import check_cache_writable
 from undertale.runtime.runs import RunDirectory
 from undertale.evaluation.runlog import log_evaluation
 from undertale.evaluation.data import DataChoice, cached_tokenized, choose_data, run_data, split_files
@@ -192,6 +193,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     checkpoint = run.checkpoint()
     choice = choose_data(cfg, config, run, overrides)
     limit = checked_batches(cfg.get("batches"))
+    check_cache_writable(choice.data.cache)
 
     import torch
 
