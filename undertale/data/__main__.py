@@ -4,6 +4,8 @@
                                     [--validation-fraction F] [--scheduler local|ADDRESS|FILE.json]
     python -m undertale.data corpus OUTPUT_DIR --packages LIST [--mirror URL] [--suite bookworm] [--cache DIR]
                                     [--allow-missing] [--workers N] ...
+        per-file limits (either form): [--max-file-seconds S] [--max-file-memory-mb MIB] [--max-section-mb MIB]
+                                       [--max-function-instructions N]
     python -m undertale.data verify CORPUS_DIR [--cache DIR] [--no-inputs]
     python -m undertale.data tokenizer CORPUS_DIR OUTPUT_FILE [--vocabulary-size N] [--sequence-length L]
     python -m undertale.data tokenize CORPUS_DIR TOKENIZER OUTPUT_DIR [--sequence-length L]
@@ -23,34 +25,44 @@ import time
 from pathlib import Path
 
 from undertale.data.corpus.build import CorpusOptions, build_corpus
+from undertale.data.corpus.supervise import WorkerLost
 from undertale.data.encode import tokenize_corpus
 from undertale.data.pipeline import training_texts
-from undertale.settings.data import DEFAULT_MERGES
+from undertale.settings.data import DEFAULT_MERGES, FileLimits
 from undertale.data.tokenizer import DEFAULT_SEQUENCE_LENGTH, load_tokenizer, train_tokenizer
 from undertale.runtime.errors import report_usage_error
 from undertale.runtime.outputs import check_writable, expected_failure
 from undertale.runtime.program import program_name
 
 
-def _corpus(args: argparse.Namespace) -> None:
+def _corpus(args: argparse.Namespace) -> int:
+    """Build a corpus; exit code 1 after one ``error:`` line when a worker process died or failed."""
+    limits = FileLimits(args.max_file_seconds, args.max_file_memory_mb, args.max_section_mb,
+                        args.max_function_instructions)
     options = CorpusOptions(
-        seed=args.seed, validation_fraction=args.validation_fraction, max_functions=args.max_functions
+        seed=args.seed, validation_fraction=args.validation_fraction, max_functions=args.max_functions, limits=limits
     )
-    if args.packages is None:
-        for flag, value in (("--mirror", args.mirror), ("--cache", args.cache), ("--allow-missing", args.allow_missing)):
-            if value:
-                raise ValueError(f"{flag} needs --packages LIST")
-        build_corpus(args.output, args.paths, options, workers=args.workers, scheduler=args.scheduler)
-        return
-    if args.paths:
-        raise ValueError("give either PATHS or --packages LIST, not both")
-    if args.scheduler:
-        raise ValueError("--scheduler is not supported with --packages (the Debian build uses a process pool)")
-    from undertale.data.corpus.debian import build_debian_corpus, parse_list
+    try:
+        if args.packages is None:
+            for flag, value in (("--mirror", args.mirror), ("--cache", args.cache),
+                                ("--allow-missing", args.allow_missing)):
+                if value:
+                    raise ValueError(f"{flag} needs --packages LIST")
+            build_corpus(args.output, args.paths, options, workers=args.workers, scheduler=args.scheduler)
+            return 0
+        if args.paths:
+            raise ValueError("give either PATHS or --packages LIST, not both")
+        if args.scheduler:
+            raise ValueError("--scheduler is not supported with --packages (the Debian build uses a process pool)")
+        from undertale.data.corpus.debian import build_debian_corpus, parse_list
 
-    pins = parse_list(args.packages)  # a syntax error stops here, before any work
-    build_debian_corpus(args.output, pins, options, workers=args.workers, mirror=args.mirror, suite=args.suite,
-                        cache_dir=args.cache, allow_missing=args.allow_missing, source_file=args.packages)
+        pins = parse_list(args.packages)  # a syntax error stops here, before any work
+        build_debian_corpus(args.output, pins, options, workers=args.workers, mirror=args.mirror, suite=args.suite,
+                            cache_dir=args.cache, allow_missing=args.allow_missing, source_file=args.packages)
+    except WorkerLost as error:
+        print(f"error: {error}", file=sys.stderr)
+        return WorkerLost.exit_code
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -144,6 +156,16 @@ def parser() -> argparse.ArgumentParser:
     corpus.add_argument("--allow-missing", action="store_true",
                         help="succeed although packages failed (they are listed in the manifest); default: exit 2 "
                              "after building the others")
+    limits = FileLimits()  # a file over one of these is skipped and counted by reason in the manifest
+    corpus.add_argument("--max-file-seconds", type=float, default=limits.max_file_seconds, metavar="S",
+                        help=f"processor seconds one input file may take (default {limits.max_file_seconds:g})")
+    corpus.add_argument("--max-file-memory-mb", type=int, default=limits.max_file_memory_mb, metavar="MIB",
+                        help=f"memory one input file may add to its worker (default {limits.max_file_memory_mb})")
+    corpus.add_argument("--max-section-mb", type=int, default=limits.max_section_mb, metavar="MIB",
+                        help=f"size of any one section of a file, after decompression (default {limits.max_section_mb})")
+    corpus.add_argument("--max-function-instructions", type=int, default=limits.max_function_instructions,
+                        metavar="N", help="instructions per function; a longer one is dropped and counted "
+                                          f"(default {limits.max_function_instructions:,})")
     corpus.set_defaults(run=_corpus)
 
     verify = commands.add_parser("verify", help="check a corpus's shards (and its inputs, where available) "

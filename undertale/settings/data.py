@@ -16,11 +16,61 @@ DEBIAN_SUITE = "bookworm"
 CACHE_ENVIRONMENT = "UNDERTALE_CACHE"
 # byte-pair budget for numbers when a tokenizer is trained (whole tokens come on top)
 DEFAULT_MERGES = 4096
+MEBIBYTE = 1 << 20
 
 
 def default_cache_dir() -> Path:
     """``$UNDERTALE_CACHE``, else ``~/.cache/undertale``."""
     return Path(os.environ.get(CACHE_ENVIRONMENT) or "~/.cache/undertale").expanduser()
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What one input file may cost a corpus build; a file over a limit is skipped and counted by reason.
+
+    The defaults keep any input under 100 MB within about 1 GB of memory and 60 s (the largest
+    ordinary files, ``cc1`` or ``libLLVM``, take 15 to 40 processor seconds and 0.2 to 0.6 GB).
+
+    Arguments:
+        max_file_seconds: processor seconds the worker may spend on one file (``over time limit``).
+            Processor time rather than wall-clock time, so that a busy machine does not skip a file an
+            idle one keeps; a worker still on one file after ``3 x max_file_seconds + 30`` s of wall-clock
+            time (stuck, or starved) is killed and the file skipped the same way.
+        max_file_memory_mb: MiB of memory one file may add to its worker (``over memory limit``); a file
+            larger than this is not read.
+        max_section_mb: MiB of any one section read from a file, after decompression (compressed
+            sections are checked before they are unpacked: ``over section size limit``).
+        max_function_instructions: instructions (and undecodable bytes) decoded per function; a
+            function that has more is dropped and counted (``functions_over_limit``), the file kept.
+
+    Raises:
+        ValueError: naming the limit, for one that is not a positive number.
+    """
+
+    max_file_seconds: float = 60.0
+    max_file_memory_mb: int = 768
+    max_section_mb: int = 256
+    max_function_instructions: int = 250_000
+
+    def __post_init__(self) -> None:
+        seconds = self.max_file_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise ValueError(f"max_file_seconds must be a positive number of seconds, got {seconds!r}")
+        for name in ("max_file_memory_mb", "max_section_mb", "max_function_instructions"):
+            _check_integer(name, getattr(self, name), 1)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.max_file_memory_mb * MEBIBYTE
+
+    @property
+    def section_bytes(self) -> int:
+        return self.max_section_mb * MEBIBYTE
+
+    @property
+    def hang_seconds(self) -> float:
+        """Wall-clock seconds after which a worker still on one file is killed (it is stuck or starved)."""
+        return 3 * self.max_file_seconds + 30
 
 
 @dataclass(frozen=True)
@@ -57,6 +107,9 @@ class DataSettings:
         num_workers: loader processes per rank.
         shuffle_buffer: rows held for shuffling.
         pin_memory: pin host memory (None: when a GPU is present).
+        max_file_seconds, max_file_memory_mb, max_section_mb, max_function_instructions: what one input
+            file may cost the corpus build (see :class:`FileLimits`); a file over a limit is skipped and
+            counted in the corpus manifest.
 
     Raises:
         ValueError: naming the setting, for an unknown source, a missing ``paths``/``directory``,
@@ -84,6 +137,10 @@ class DataSettings:
     num_workers: int = 2
     shuffle_buffer: int = 8192
     pin_memory: Optional[bool] = None
+    max_file_seconds: float = FileLimits.max_file_seconds
+    max_file_memory_mb: int = FileLimits.max_file_memory_mb
+    max_section_mb: int = FileLimits.max_section_mb
+    max_function_instructions: int = FileLimits.max_function_instructions
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -123,6 +180,13 @@ class DataSettings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
+        self.limits  # checks them
+
+    @property
+    def limits(self) -> FileLimits:
+        """The corpus build's per-file limits."""
+        return FileLimits(self.max_file_seconds, self.max_file_memory_mb, self.max_section_mb,
+                          self.max_function_instructions)
 
     @property
     def cache(self) -> Path:

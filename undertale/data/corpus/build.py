@@ -6,31 +6,34 @@ Output layout::
     OUTPUT_DIR/validation/shard-00000.parquet ...
     OUTPUT_DIR/manifest.json   written last: its presence marks a complete corpus
 
-Files are decoded in parallel (a process pool, or Dask tasks with ``scheduler``:
-see :mod:`undertale.data.corpus.distributed`); functions are deduplicated by a hash of
-their bytes; the train/validation split is by binary and deterministic for a seed
-(by package for Debian corpora: :mod:`undertale.data.corpus.debian`).
+Files are decoded in parallel (a supervised process pool, :mod:`undertale.data.corpus.supervise`, or
+Dask tasks with ``scheduler``: see :mod:`undertale.data.corpus.distributed`); functions are deduplicated
+by a hash of their bytes; the train/validation split is by binary and deterministic for a seed
+(by package for Debian corpora: :mod:`undertale.data.corpus.debian`). Each file is read within
+``options.limits`` (:class:`~undertale.settings.data.FileLimits`): a file over one is skipped, and
+counted by reason with the other skipped files.
 
 Two hashes identify a corpus. ``key`` is the cache lookup key, cheap to compute before any work
 (for files: their paths, sizes and mtimes; for Debian: the pinned package list). ``fingerprint`` is
 content-based (:func:`content_fingerprint`): the SHA256 of every input's content, sorted, with
 :data:`FORMAT_VERSION` and the build options; paths and mtimes are not part of it. The manifest lists
-every input with its SHA256 and every shard with its size and SHA256 (``verify`` checks them).
+every input with its SHA256 and every shard with its size and SHA256 (``verify`` checks them). The
+per-file limits are part of the key but not of the fingerprint: a file skipped for time or memory is no
+input (it is listed with its reason, not in the fingerprint), so the fingerprint still says what was read.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-import platform
 import shutil
 import time
 from collections import Counter
 from contextlib import closing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -41,7 +44,10 @@ from tqdm.auto import tqdm
 from undertale import __version__
 from undertale.data.archive import file_sha256
 from undertale.data.corpus.inputs import SYSTEM_DIRECTORIES, expand_inputs, system_inputs
+from undertale.data.corpus.limits import OVER_TIME
 from undertale.data.corpus.read import SCHEMA, FileResult, read_file
+from undertale.data.corpus.supervise import SupervisedPool
+from undertale.settings.data import FileLimits
 
 SPLITS = ("train", "validation")
 # Bump when the rows a build produces change for the same inputs: cached corpora are rebuilt.
@@ -52,13 +58,24 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class CorpusOptions:
-    """Parameters of a corpus build (recorded in the manifest and part of the cache key)."""
+    """Parameters of a corpus build (recorded in the manifest and part of the cache key; all but ``limits``
+    are part of the content fingerprint)."""
 
     seed: int = 0
     validation_fraction: float = 0.05
     max_functions: Optional[int] = None
     min_instructions: int = 1
     rows_per_shard: int = 50_000
+    limits: FileLimits = field(default_factory=FileLimits)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limits, dict):  # read back from a manifest
+            self.limits = FileLimits(**self.limits)
+
+
+def content_options(options: CorpusOptions) -> dict:
+    """The options that decide a corpus's content for the inputs it read (all but the per-file limits)."""
+    return {name: value for name, value in asdict(options).items() if name != "limits"}
 
 
 def split_of(paths: Sequence[str], seed: int, validation_fraction: float) -> dict[str, str]:
@@ -85,15 +102,37 @@ def _start_worker() -> None:
     _WORKER_SEEN.clear()
 
 
-def _read_file_job(job: tuple[str, int]) -> FileResult:
-    return read_file(*job, seen=_WORKER_SEEN)
+def _read_file_job(job: tuple[str, int], limits: FileLimits) -> FileResult:
+    path, min_instructions = job
+    return read_file(path, min_instructions, seen=_WORKER_SEEN, limits=limits)
 
 
-def _pool_results(jobs: list[tuple[str, int]], workers: int) -> Iterator[FileResult]:
-    """``read_file`` of each job on a process pool, in job order; closing the iterator stops the pool."""
-    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
-    with context.Pool(min(workers, len(jobs)), initializer=_start_worker) as pool:
-        yield from pool.imap(_read_file_job, jobs, chunksize=1)
+def _file_pieces(result: FileResult) -> Iterator:
+    return result.pieces()
+
+
+def _file_joined(pieces: list) -> FileResult:
+    return FileResult.assemble(pieces)[0]
+
+
+def stopped_file(path: str, seconds: float) -> FileResult:
+    """A file whose worker was killed after ``seconds`` of wall-clock time on it (stuck, or starved)."""
+    return FileResult(path, error=f"{OVER_TIME}: still reading after {seconds:.0f} s of wall-clock time "
+                                  "(3 x max_file_seconds + 30 s); its worker was stopped")
+
+
+def _pool_results(jobs: list[tuple[str, int]], workers: int, limits: FileLimits) -> Iterator[FileResult]:
+    """``read_file`` of each job on a supervised process pool, in job order; closing the iterator stops it.
+
+    Raises:
+        WorkerLost: a worker died (named, with its file and exit code or signal).
+    """
+    pool = SupervisedPool(
+        functools.partial(_read_file_job, limits=limits), min(workers, len(jobs)), limits, initializer=_start_worker,
+        describe=lambda job: job[0], split=_file_pieces, join=_file_joined,
+        on_timeout=lambda job, item, seconds: stopped_file(job[0], seconds),
+    )
+    return pool.imap(jobs)
 
 
 class ShardWriter:
@@ -142,9 +181,9 @@ def content_fingerprint(digests: Iterable[str], options: CorpusOptions, extra: O
 
     Paths, mtimes, the machine, the number of workers and the time are not part of it.
     """
-    digest = hashlib.sha256(
-        json.dumps({"format": FORMAT_VERSION, "options": asdict(options), "extra": extra or {}}, sort_keys=True).encode()
-    )
+    digest = hashlib.sha256(json.dumps(
+        {"format": FORMAT_VERSION, "options": content_options(options), "extra": extra or {}}, sort_keys=True
+    ).encode())
     for value in sorted(digests):
         digest.update(value.encode() + b"\n")
     return digest.hexdigest()
@@ -154,9 +193,9 @@ def manifest_fingerprint(manifest: dict) -> str:
     """:func:`content_fingerprint` of a corpus from what its manifest records (its inputs' SHA256 and options),
     so that ``verify`` recomputes exactly what the build computed."""
     parameters = manifest["parameters"]
-    options = CorpusOptions(**{item.name: parameters[item.name] for item in fields(CorpusOptions)})
+    options = CorpusOptions(**{item.name: parameters[item.name] for item in fields(CorpusOptions) if item.name != "limits"})
     if manifest.get("source") == "debian":
-        digests = [item["sha256"] for record in manifest["packages"] for item in record["files"]]
+        digests = [item["sha256"] for record in manifest["packages"] for item in record["files"] if item["sha256"]]
         extra = {"source": "debian", "max_member_bytes": manifest["max_member_bytes"],
                  "packages": sorted(f"{r['package']}:{r['arch']}={r['version']}" for r in manifest["packages"])}
         return content_fingerprint(digests, options, extra)
@@ -211,6 +250,12 @@ class CorpusWriter:
         repeats = 0  # a function first met below min_instructions still makes its repeats duplicates
         for identity in result.filtered:
             repeats += identity in self.seen
+            self.seen.add(identity)
+        for identity in result.over_limit:  # counted once, whichever worker decoded it
+            if identity in self.seen:
+                repeats += 1
+            else:
+                totals["functions_over_limit"] += 1
             self.seen.add(identity)
         totals["duplicates"] += len(result.rows) - len(fresh) + result.duplicates + repeats
         budget = self.budgets[split]
@@ -268,7 +313,7 @@ def build_corpus(
     Arguments:
         output: corpus directory.
         paths: files, directories or globs.
-        options: seed, split, limits.
+        options: seed, split, ``max_functions``, per-file limits.
         workers: processes (default: all cores); with ``scheduler="local"``, the Dask workers.
         progress: show a progress bar and print a summary.
         scheduler: decode files as Dask tasks: ``local`` (a ``LocalCluster``), a scheduler address
@@ -280,6 +325,7 @@ def build_corpus(
     Raises:
         FileNotFoundError: when an input path does not exist.
         ValueError: when no functions could be read from the inputs.
+        WorkerLost: a worker process died or failed (named with its file); nothing is written.
     """
     options = options or CorpusOptions()
     output = Path(output)
@@ -300,8 +346,8 @@ def build_corpus(
     digests: dict[str, tuple[str, int]] = {}  # path -> (sha256, size) of every input read
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
-    with _FileReader(scheduler, workers) as reader:
-        bar = tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True)
+    with _FileReader(scheduler, workers, options.limits) as reader, \
+            tqdm(total=len(order), unit="file", desc="corpus", disable=not progress, dynamic_ncols=True) as bar:
         # Validation binaries first: a function found in both splits stays in validation (no leakage into
         # train), and a max_functions budget still leaves validation its share.
         for split in ("validation", "train"):
@@ -309,7 +355,7 @@ def build_corpus(
             if not jobs:
                 continue
             with closing(reader.read(jobs)) as results:
-                for result in results:
+                for number, result in enumerate(results, 1):
                     bar.update()
                     if result.sha256 is not None:
                         digests[result.path] = (result.sha256, result.size)
@@ -322,8 +368,10 @@ def build_corpus(
                         insn_per_s=f"{totals['decoded_instructions'] / elapsed:,.0f}",
                     )
                     if full:
+                        if progress:  # say why the workers stop before every file was read
+                            tqdm.write(f"corpus: {split} has its share of max_functions ({corpus.budgets[split]:,}) "
+                                       f"after file {number:,} of {len(jobs):,}; its other files are not read")
                         break
-    bar.close()
     if not corpus.totals["functions"]:
         reasons = Counter(reason.split(":")[0] for reason in corpus.skipped.values()).most_common(3)
         raise ValueError(f"no functions found in {len(files)} input file(s); most common reasons: {reasons}")
@@ -368,9 +416,10 @@ class _FileReader:
     """Decodes files on the process pool, or on Dask when ``scheduler`` is set (connected on entry,
     closed on exit). :meth:`read` yields each job's :class:`FileResult` in job order."""
 
-    def __init__(self, scheduler: Optional[str], workers: int):
+    def __init__(self, scheduler: Optional[str], workers: int, limits: FileLimits):
         self.scheduler = scheduler
         self.workers = workers  # how many files are decoded at once
+        self.limits = limits
         self.dask: Any = None
 
     def __enter__(self) -> "_FileReader":
@@ -382,7 +431,9 @@ class _FileReader:
         return self
 
     def read(self, jobs: list[tuple[str, int]]) -> Iterator[FileResult]:
-        return self.dask.read(jobs) if self.dask is not None else _pool_results(jobs, self.workers)
+        if self.dask is not None:
+            return self.dask.read(jobs, self.limits)
+        return _pool_results(jobs, self.workers, self.limits)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.dask is not None:
@@ -407,7 +458,9 @@ def summary(manifest: dict, output: Path) -> str:
         f"  {counts['functions']:,} functions ({counts['train']:,} train, {counts['validation']:,} validation), "
         f"{counts['instructions']:,} instructions from {counts['files']:,} files",
         f"  {counts.get('duplicates', 0):,} duplicate functions dropped, {counts.get('skipped_bytes', 0):,} "
-        f"undecodable bytes skipped",
+        f"undecodable bytes skipped"
+        + (f", {counts['functions_over_limit']:,} functions over max_function_instructions dropped"
+           if counts.get("functions_over_limit") else ""),
         f"  {seconds:.1f} s: {counts['functions'] / seconds:,.0f} functions/s, "
         f"{counts['instructions'] / seconds:,.0f} instructions/s",
     ]

@@ -14,9 +14,11 @@ against the index. Nothing is written outside the cache, no root is needed, dpkg
 
 **Build.** One thread downloads the packages in build order and feeds each finished ``.deb`` to the
 process pool that reads it (:func:`undertale.data.corpus.deb.deb_elf_files`) and disassembles its ELF
-files (:func:`undertale.data.corpus.read.read_bytes`): downloading and disassembly overlap. The split
-is by package name (the amd64 and arm64 builds of a package go to the same split; no package
-straddles train and validation).
+files (:func:`undertale.data.corpus.read.read_bytes`, within the per-file limits of the options):
+downloading and disassembly overlap. The split is by package name (the amd64 and arm64 builds of a
+package go to the same split; no package straddles train and validation). The pool is supervised
+(:mod:`undertale.data.corpus.supervise`): a worker that dies stops the build, naming the package and
+the file it was reading; a worker stuck on one file is stopped and the package read again without it.
 
 **Failures.** A pin the index lacks, a mirror that is down, a checksum mismatch, a truncated download
 or a file that is not a ``.deb`` is one line naming the package and the problem. The other packages are
@@ -30,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import platform
 import queue
 import re
 import sys
@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from undertale import __version__
 from undertale.data.corpus.build import (
@@ -55,8 +55,10 @@ from undertale.data.corpus.build import (
 )
 from undertale.data.archive import ArchiveError, apt_mirrors, download, fetch_xz_index
 from undertale.data.corpus.deb import AR_MAGIC, MAX_MEMBER_BYTES, DebError, deb_elf_files
+from undertale.data.corpus.limits import OVER_TIME
 from undertale.data.corpus.read import FileResult, read_bytes
-from undertale.settings.data import default_cache_dir
+from undertale.data.corpus.supervise import PENDING, Retry, SupervisedPool, working_on
+from undertale.settings.data import FileLimits, default_cache_dir
 
 ARCHITECTURES = ("amd64", "arm64", "i386")
 DEFAULT_ARCHITECTURE = "amd64"
@@ -260,6 +262,18 @@ class PackageResult:
     skipped: Counter = field(default_factory=Counter)
     error: Optional[str] = None
 
+    def pieces(self) -> Iterator[Any]:
+        """This result without its files, then each file's :meth:`FileResult.pieces` (see :meth:`assemble`)."""
+        yield PackageResult(self.spec, skipped=self.skipped, error=self.error)
+        for item in self.files:
+            yield from item.pieces()
+
+    @staticmethod
+    def assemble(pieces: list) -> "PackageResult":
+        result = pieces[0]
+        result.files = FileResult.assemble(pieces[1:])
+        return result
+
 
 _WORKER_SEEN: set[str] = set()  # content hashes this worker process has decoded during the current build
 
@@ -269,24 +283,53 @@ def _start_worker() -> None:
 
 
 def read_deb(path: str, pin: Pin, min_instructions: int = 1, max_member_bytes: int = MAX_MEMBER_BYTES,
-             seen: Optional[set[str]] = None) -> PackageResult:
-    """Every ELF file of one ``.deb`` decoded into corpus rows (sources ``name_version_arch:/path``);
-    never raises for a bad package: its problem is ``error``."""
+             seen: Optional[set[str]] = None, limits: Optional[FileLimits] = None,
+             skip: Optional[dict[str, str]] = None) -> PackageResult:
+    """Every ELF file of one ``.deb`` decoded into corpus rows (sources ``name_version_arch:/path``), each
+    within ``limits``; never raises for a bad package: its problem is ``error``.
+
+    ``skip`` maps files inside the package to the reason they are not read (a file whose worker had to be
+    stopped); they are listed as skipped with that reason.
+    """
     result = PackageResult(pin.spec)
     try:
         for inside, data in deb_elf_files(path, result.skipped, max_member_bytes):
-            result.files.append(read_bytes(data, f"{pin.label}:{inside}", min_instructions, seen))
+            source = f"{pin.label}:{inside}"
+            if skip and inside in skip:
+                result.files.append(FileResult(source, error=skip[inside]))
+                continue
+            working_on(inside)
+            result.files.append(read_bytes(data, source, min_instructions, seen, limits=limits))
     except DebError as error:
         result.error = f"{pin.spec}: {error}"
         result.files = []
     return result
 
 
-def _read_job(job: tuple[Optional[str], Pin, Optional[str], int, int]) -> PackageResult:
-    path, pin, error, min_instructions, max_member_bytes = job
+# (path or None, pin, download error, min_instructions, max_member_bytes, limits, files not to read)
+_Job = tuple[Optional[str], Pin, Optional[str], int, int, FileLimits, dict[str, str]]
+
+
+def _read_job(job: _Job) -> PackageResult:
+    path, pin, error, min_instructions, max_member_bytes, limits, skip = job
     if path is None:
         return PackageResult(pin.spec, error=error)
-    return read_deb(path, pin, min_instructions, max_member_bytes, seen=_WORKER_SEEN)
+    return read_deb(path, pin, min_instructions, max_member_bytes, seen=_WORKER_SEEN, limits=limits, skip=skip)
+
+
+def _package_pieces(result: PackageResult) -> Iterator[Any]:
+    return result.pieces()
+
+
+def _stopped(job: _Job, item: str, seconds: float) -> PackageResult | Retry:
+    """A package whose worker was stopped after ``seconds`` on ``item``: read it again without that file,
+    or, when that file was already left out (the time went elsewhere), the package fails."""
+    path, pin, error, min_instructions, max_member_bytes, limits, skip = job
+    reason = (f"{OVER_TIME}: still reading after {seconds:.0f} s of wall-clock time (3 x max_file_seconds + 30 s); "
+              "its worker was stopped")
+    if item != pin.spec and item not in skip:
+        return Retry((path, pin, error, min_instructions, max_member_bytes, limits, {**skip, item: reason}))
+    return PackageResult(pin.spec, error=f"{pin.spec}: {reason} ({item})")
 
 
 def debian_key(pins: Sequence[Pin], options: CorpusOptions, max_member_bytes: int = MAX_MEMBER_BYTES) -> str:
@@ -349,6 +392,7 @@ def build_debian_corpus(
     Raises:
         ValueError: a package list syntax error (before any work), no functions at all, or (without
             ``allow_missing``) packages that failed, after building the others and writing the manifest.
+        WorkerLost: a worker process died or failed (named with its package and file); no manifest is written.
     """
     errors = errors or _error
     if isinstance(packages, (str, os.PathLike)):
@@ -407,27 +451,28 @@ def build_debian_corpus(
                 except queue.Full:
                     continue
 
-    def jobs() -> Iterator[tuple]:
+    def jobs() -> Iterator[Any]:
         for _ in order:
             while True:
                 if stop.is_set():
                     return
                 try:
-                    pin, path, error = ready.get(timeout=0.5)
+                    pin, path, error = ready.get(timeout=0.1)
                     break
                 except queue.Empty:
-                    continue
-            yield path, pin, error, options.min_instructions, max_member_bytes
+                    yield PENDING  # the pool watches its workers meanwhile
+            yield path, pin, error, options.min_instructions, max_member_bytes, options.limits, {}
 
     downloader = threading.Thread(target=download_all, name="deb-download", daemon=True)
     downloader.start()
     workers = max(1, min(workers or os.cpu_count() or 1, total))
-    context = multiprocessing.get_context("spawn" if platform.system() != "Linux" else "fork")
     records: list[dict] = []
     full = {split: False for split in SPLITS}
     try:
-        with context.Pool(workers, initializer=_start_worker) as pool:
-            results = pool.imap(_read_job, jobs(), chunksize=1)
+        with SupervisedPool(_read_job, workers, options.limits, initializer=_start_worker,
+                            describe=lambda job: job[1].spec, split=_package_pieces, join=PackageResult.assemble,
+                            on_timeout=_stopped) as pool:
+            results = pool.imap(jobs())
             for number, (pin, result) in enumerate(zip(order, results), 1):
                 split = splits[pin.name]
                 if result.error is not None:
@@ -453,6 +498,9 @@ def build_debian_corpus(
                         f"{totals['functions']:,} functions, {totals['instructions']:,} instructions so far "
                         f"({time.perf_counter() - started:.0f} s)")
                 if all(full.values()):
+                    if progress:  # say why the workers stop before every package was read
+                        log(f"corpus: max_functions ({options.max_functions:,}) reached after {number:,} of {total:,} "
+                            "packages; the rest are not read")
                     break
     finally:
         stop.set()

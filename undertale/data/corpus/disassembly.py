@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Callable, Optional
 
 import capstone
 import numpy as np
@@ -45,6 +45,7 @@ class Disassembly:
     text: str
     instructions: int
     skipped_bytes: int
+    over_limit: bool = False  # more instructions than the limit asked for: not decoded to the end, text empty
 
 
 @lru_cache(maxsize=None)
@@ -82,20 +83,35 @@ def decode(code: bytes, address: int, architecture: str = "x86-64") -> tuple[lis
     time and counted; decoding resumes after them, so a function is never
     silently cut short.
     """
+    lines, skipped, _ = _decode_lines(code, address, architecture)
+    return lines, skipped
+
+
+def _decode_lines(code: bytes, address: int, architecture: str, limit: Optional[int] = None) -> tuple[list[str], int, bool]:
+    """:func:`decode` that stops after ``limit`` instructions and skipped bytes; True when it stopped short."""
     decoder = _decoder(architecture)
     lines: list[str] = []
     append = lines.append
     offset, skipped, end = 0, 0, len(code)
     while offset < end:
+        if limit is not None and len(lines) + skipped >= limit:
+            return lines, skipped, True
         position = offset
-        for insn_address, size, mnemonic, operands in decoder.disasm_lite(code[offset:] if offset else code, address + offset):
+        ask = 0 if limit is None else limit - len(lines) - skipped
+        decoded = 0
+        for insn_address, size, mnemonic, operands in decoder.disasm_lite(code[offset:] if offset else code,
+                                                                          address + offset, ask):
             append(mnemonic + " " + operands)
             position = insn_address + size - address
+            decoded += 1
+        if ask and decoded == ask:
+            offset = position
+            continue
         if position < end:
             skipped += 1
             position += 1
         offset = position
-    return lines, skipped
+    return lines, skipped, False
 
 
 class _ArrayDecoder:
@@ -120,13 +136,26 @@ class _ArrayDecoder:
         self.address_offset = record.address.offset
         self.size_offset = record.size.offset
 
-    def decode(self, code: bytes, address: int) -> tuple[list[np.ndarray], int, int]:
-        """Per-chunk (instructions x record) byte arrays, the instruction count, skipped bytes."""
+    def decode(self, code: bytes, address: int, limit: Optional[int] = None) -> tuple[list[np.ndarray], int, int, bool]:
+        """Per-chunk (instructions x record) byte arrays, the instruction count, skipped bytes, and whether
+        decoding stopped short at ``limit`` instructions and skipped bytes.
+
+        Each ``cs_disasm`` call decodes at most :data:`CHUNK_INSTRUCTIONS` (capstone's buffer stays small)
+        and starts at an offset into ``code`` (no copy of the rest after an undecodable byte).
+        """
+        code = bytes(code)
         chunks, count_total, skipped, offset, end = [], 0, 0, 0, len(code)
+        base = ctypes.cast(ctypes.c_char_p(code), ctypes.c_void_p).value or 0
         while offset < end:
+            ask = CHUNK_INSTRUCTIONS
+            if limit is not None:
+                left = limit - count_total - skipped
+                if left <= 0:
+                    return chunks, count_total, skipped, True
+                ask = min(ask, left)
             pointer = ctypes.POINTER(capstone._cs_insn)()
-            piece = code[offset:] if offset else code
-            count = capstone._cs.cs_disasm(self.handle, piece, len(piece), address + offset, 0, ctypes.byref(pointer))
+            start = ctypes.cast(base + offset, ctypes.POINTER(ctypes.c_char))
+            count = capstone._cs.cs_disasm(self.handle, start, end - offset, address + offset, ask, ctypes.byref(pointer))
             position = offset
             if count:
                 try:
@@ -141,11 +170,16 @@ class _ArrayDecoder:
                 position = last_address + last_size - address
                 chunks.append(records)
                 count_total += count
+                if count == ask:  # a full chunk: the rest follows at position, nothing was undecodable
+                    offset = position
+                    continue
+            elif capstone._cs.cs_errno(self.handle) == capstone.CS_ERR_MEM:
+                raise MemoryError("capstone could not allocate memory for the instructions")
             if position < end:
                 skipped += 1
                 position += 1
             offset = position
-        return chunks, count_total, skipped
+        return chunks, count_total, skipped, False
 
     def text(self, records: np.ndarray, function_ends: np.ndarray) -> str:
         """``mnemonic op_str`` lines of all records; function ends get the function separator."""
@@ -191,35 +225,59 @@ def _normalise_text(text: str) -> list[str]:
 
 
 BATCH_INSTRUCTIONS = 1 << 15  # records turned into text at once: large enough to amortise, small enough for cache
+CHUNK_INSTRUCTIONS = 1 << 16  # instructions one cs_disasm call may return (its buffer: 16 MB at most)
 
 
-def disassemble_many(functions: list[tuple[bytes, int]], architecture: str = "x86-64") -> list[Disassembly]:
-    """Decode and normalise many (code, address) functions of one architecture."""
+def _nothing() -> None:
+    pass
+
+
+def disassemble_many(functions: list[tuple[bytes, int]], architecture: str = "x86-64",
+                     max_instructions: Optional[int] = None, check: Callable[[], None] = _nothing) -> list[Disassembly]:
+    """Decode and normalise many (code, address) functions of one architecture.
+
+    Arguments:
+        functions: (code, address of its first byte) of each function.
+        architecture: ``x86-64``, ``x86`` or ``aarch64``.
+        max_instructions: a function with more instructions and undecodable bytes than this is not decoded
+            further: its :class:`Disassembly` is empty with ``over_limit`` set. None: no limit.
+        check: called after each function (it may raise to stop, e.g. a file's time limit).
+    """
     fast = _array_decoder(architecture)
     if fast is None:
-        decoded = [decode(code, address, architecture) for code, address in functions]
-        texts = normalise_many([lines for lines, _ in decoded])
-        return [Disassembly(text, len(lines), skipped) for text, (lines, skipped) in zip(texts, decoded)]
+        decoded = []
+        for code, address in functions:
+            decoded.append(_decode_lines(code, address, architecture, max_instructions))
+            check()
+        texts = normalise_many([lines if not over else [] for lines, _, over in decoded])
+        return [Disassembly("", 0, 0, True) if over else Disassembly(text, len(lines), skipped)
+                for text, (lines, skipped, over) in zip(texts, decoded)]
     results: list[Disassembly] = []
-    pending: list[tuple[int, int]] = []  # (instructions, skipped) of functions not yet turned into text
+    pending: list[tuple[int, int, bool]] = []  # (instructions, skipped, over) of functions not yet turned into text
     chunks: list[np.ndarray] = []
     held = 0
 
     def flush() -> None:
-        nonempty = [count for count, _ in pending if count]
+        nonempty = [count for count, _, _ in pending if count]
         texts = iter(_normalise_text(fast.text(np.concatenate(chunks), np.cumsum(nonempty) - 1)) if nonempty else ())
-        results.extend(Disassembly(next(texts) if count else "", count, skip) for count, skip in pending)
+        results.extend(Disassembly(next(texts) if count else "", count, skip, over) if not over
+                       else Disassembly("", 0, 0, True) for count, skip, over in pending)
         pending.clear()
         chunks.clear()
 
     for code, address in functions:
-        records, count, skip = fast.decode(code, address)
-        chunks.extend(records)
-        pending.append((count, skip))
-        held += count
+        records, count, skip, over = fast.decode(code, address, max_instructions)
+        if over:
+            pending.append((0, 0, True))
+        else:
+            chunks.extend(records)
+            pending.append((count, skip, False))
+            held += count
+        del records
         if held >= BATCH_INSTRUCTIONS:
             flush()
             held = 0
+        check()
     if pending:
         flush()
     return results

@@ -4,18 +4,26 @@ Boundaries come from the symbol tables (``.symtab``, ``.dynsym``) and, for
 stripped binaries, from the unwind table (``.eh_frame`` FDEs record the start
 and length of nearly every function). ``ar`` archives (``.a``) are opened
 member by member.
+
+Nothing a file claims is trusted: a function that starts outside its section is
+dropped, one that runs past its section's end is cut at the next function's start
+(or the section's end), and a section is read only up to ``max_section_bytes``
+(a compressed one is refused before it is unpacked).
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import struct
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from undertale.data.corpus.limits import OVER_SECTION, LimitExceeded
 
 ELF_MAGIC = b"\x7fELF"
 AR_MAGIC = b"!<arch>\n"
@@ -24,6 +32,11 @@ AR_MAGIC = b"!<arch>\n"
 ARCHITECTURES = {"EM_X86_64": "x86-64", "EM_386": "x86", "EM_AARCH64": "aarch64"}
 
 SHF_EXECINSTR = 0x4
+SYMBOLS_AT_ONCE = 1 << 16  # symbols (or unwind entries) read between two checks of the file's limits
+
+
+def _nothing() -> None:
+    pass
 
 
 class UnsupportedFile(Exception):
@@ -131,12 +144,19 @@ def _leb128(data: bytes, offset: int, signed: bool = False) -> tuple[int, int]:
     return value, offset
 
 
-def eh_frame_functions(data: bytes, section_address: int, pointer_size: int) -> list[tuple[int, int]]:
-    """(start, length) of every FDE in an ``.eh_frame`` section; unreadable CIEs are skipped."""
+def eh_frame_functions(data: bytes, section_address: int, pointer_size: int,
+                       check: Callable[[], None] = _nothing) -> list[tuple[int, int]]:
+    """(start, length) of every FDE in an ``.eh_frame`` section; unreadable CIEs are skipped.
+
+    ``check`` is called every :data:`SYMBOLS_AT_ONCE` entries (it may raise to stop)."""
     functions = []
     encodings: dict[int, Optional[int]] = {}
     offset = 0
+    entries = 0
     while offset + 8 <= len(data):
+        entries += 1
+        if entries % SYMBOLS_AT_ONCE == 0:
+            check()
         (length,) = struct.unpack_from("<I", data, offset)
         if length == 0:
             break
@@ -218,12 +238,63 @@ def function_symbols(table: bytes, elfclass: int, little_endian: bool) -> list[t
     return list(zip(chosen["name"].tolist(), chosen["shndx"].tolist(), chosen["value"].tolist(), chosen["size"].tolist()))
 
 
-def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
+def section_data(data: bytes, section, max_bytes: Optional[int] = None) -> bytes:
+    """The content of ``section`` of the ELF image ``data``: at most ``max_bytes``, unpacked when compressed.
+
+    An uncompressed section is cut from ``data`` (a size past the file's end reads what is there); a
+    compressed one (``SHF_COMPRESSED``) is refused before it is unpacked when its header says it unpacks
+    to more than ``max_bytes``, and is never unpacked past what its header says.
+
+    Raises:
+        LimitExceeded: ``over section size limit: ...`` naming the section and its size.
+        ELFError: for a compressed section that does not unpack (zlib errors, another compression).
+    """
+    if section.compressed:
+        size = section.data_size
+        if max_bytes is not None and size > max_bytes:
+            raise LimitExceeded(f"{OVER_SECTION}: section {section.name or section['sh_name']} unpacks to {size:,} "
+                                f"bytes, more than {max_bytes >> 20:,} MiB (max_section_mb)")
+        return section.data()
+    if section["sh_type"] == "SHT_NOBITS":
+        return b""
+    start, size = section["sh_offset"], section["sh_size"]
+    if max_bytes is not None and size > max_bytes and start + max_bytes < len(data):
+        raise LimitExceeded(f"{OVER_SECTION}: section {section.name or section['sh_name']} is {size:,} bytes, "
+                            f"more than {max_bytes >> 20:,} MiB (max_section_mb)")
+    return data[start : start + size] if start < len(data) else b""
+
+
+def _clamp(found: dict[tuple[int, int], tuple[str, int]], sizes: dict[int, int]) -> list[tuple[int, int, str, int]]:
+    """(section, offset, name, size) of each function that starts inside its section, sorted; a size that runs
+    past the section's end is cut at the next function's start in that section, or at the section's end."""
+    starts: dict[int, list[int]] = {}
+    for index, offset in sorted(found):
+        if 0 <= offset < sizes[index]:
+            starts.setdefault(index, []).append(offset)
+    functions = []
+    for index, offsets in starts.items():
+        end = sizes[index]
+        for position, offset in enumerate(offsets):
+            name, size = found[index, offset]
+            if offset + size > end:
+                size = (offsets[position + 1] if position + 1 < len(offsets) else end) - offset
+            functions.append((index, offset, name, size))
+    return functions
+
+
+def elf_functions(data: bytes, max_section_bytes: Optional[int] = None,
+                  check: Callable[[], None] = _nothing) -> tuple[str, list[FunctionBytes]]:
     """Architecture and functions of one ELF image (bytes).
+
+    Arguments:
+        data: the image.
+        max_section_bytes: the most any section read may hold (see :func:`section_data`); None: no limit.
+        check: called between units of work (each section, each batch of symbols); it may raise to stop.
 
     Raises:
         UnsupportedFile: for an architecture that is not handled.
         ELFError: for a corrupt or truncated file.
+        LimitExceeded: for a section over ``max_section_bytes``, or what ``check`` raises.
     """
     elf = ELFFile(io.BytesIO(data))
     architecture = elf_architecture(elf)
@@ -232,7 +303,8 @@ def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
     executable: dict[int, _Section] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section["sh_flags"] & SHF_EXECINSTR and section["sh_type"] == "SHT_PROGBITS" and section["sh_size"]:
-            executable[index] = _Section(section["sh_addr"], section.data(), index)
+            executable[index] = _Section(section["sh_addr"], section_data(data, section, max_section_bytes), index)
+            check()
     if not executable:
         return architecture, []
 
@@ -242,26 +314,36 @@ def elf_functions(data: bytes) -> tuple[str, list[FunctionBytes]]:
         table = elf.get_section_by_name(table_name)
         if table is None or table["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or not table["sh_size"]:
             continue
-        strings = elf.get_section(table["sh_link"]).data()
-        for name_offset, index, value, size in function_symbols(table.data(), elf.elfclass, elf.little_endian):
+        strings = section_data(data, elf.get_section(table["sh_link"]), max_section_bytes)
+        symbols = function_symbols(section_data(data, table, max_section_bytes), elf.elfclass, elf.little_endian)
+        check()
+        for number, (name_offset, index, value, size) in enumerate(symbols):
             if index not in executable:
                 continue
+            if number % SYMBOLS_AT_ONCE == 0:
+                check()
             section = executable[index]
             offset = value if relocatable else value - section.address
+            if (index, offset) in found:
+                continue
             end = strings.find(b"\0", name_offset)
             name = strings[name_offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
-            found.setdefault((index, offset), (name, size))
+            found[index, offset] = (name, size)
 
     eh_frame = elf.get_section_by_name(".eh_frame")
     if eh_frame is not None and not relocatable and eh_frame["sh_type"] != "SHT_NOBITS":
-        for start, size in eh_frame_functions(eh_frame.data(), eh_frame["sh_addr"], pointer_size):
+        frames = eh_frame_functions(section_data(data, eh_frame, max_section_bytes), eh_frame["sh_addr"], pointer_size,
+                                    check)
+        for number, (start, size) in enumerate(frames):
+            if number % SYMBOLS_AT_ONCE == 0:
+                check()
             for section in executable.values():
                 if section.address <= start < section.address + len(section.data):
                     found.setdefault((section.index, start - section.address), ("", size))
                     break
 
     functions = []
-    for (index, offset), (name, size) in sorted(found.items()):
+    for index, offset, name, size in _clamp(found, {index: len(section.data) for index, section in executable.items()}):
         section = executable[index]
         code = section.data[offset : offset + size]
         if not code:
@@ -287,23 +369,28 @@ def file_functions(path: str) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
     yield from data_functions(data)
 
 
-def data_functions(data: bytes) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
+def data_functions(data: bytes, max_section_bytes: Optional[int] = None,
+                   check: Callable[[], None] = _nothing) -> Iterator[tuple[str, str, list[FunctionBytes]]]:
     """:func:`file_functions` of a file's bytes (an ELF image or an ``ar`` archive of them), read from memory.
+
+    ``max_section_bytes`` and ``check`` are those of :func:`elf_functions`, for each image.
 
     Raises:
         UnsupportedFile: when the bytes are neither ELF nor an archive, or have an unsupported architecture.
         ELFError: for a corrupt or truncated image.
+        LimitExceeded: see :func:`elf_functions`.
     """
     kind = data_kind(data)
     if kind is None:
         raise UnsupportedFile("not an ELF file")
     if kind == "elf":
-        architecture, functions = elf_functions(data)
+        architecture, functions = elf_functions(data, max_section_bytes, check)
         yield "", architecture, functions
         return
     for member, body in archive_members(data):
+        check()
         try:
-            architecture, functions = elf_functions(body)
+            architecture, functions = elf_functions(body, max_section_bytes, check)
         except UnsupportedFile:
             continue
         yield member, architecture, functions
