@@ -6,6 +6,7 @@ skipped, and the missing-compiler test still runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -16,7 +17,7 @@ import lightning
 import pytest
 
 from tests.conftest import generated_project
-from tests.helpers import run_script
+from tests.helpers import app_in_process, run_script
 from undertale.training.checks import compose_command_line
 
 CROSS = ("aarch64-linux-gnu-gcc", "i686-linux-gnu-gcc")
@@ -111,3 +112,48 @@ def test_an_architecture_the_pairs_lack_is_named_in_one_line(generated_pairs):
         PairsDataConfig(pairs=str(generated_pairs), levels=("O0", "O3"), architectures=("x86-64",),
                         validation_architectures=("x86-64", "arm64"), validation_levels=("O3", "O3"),
                         batch_size=8).check_pairs()
+
+
+@needs_cross
+def test_evaluate_compares_x86_64_with_each_other_instruction_set(cross_pairs, trained_copy, capsys):
+    from undertale.evaluation.entry import before_hydra, run_task
+
+    code = app_in_process("evaluate", run_task, "task=similarity", f"run={trained_copy}", f"pairs={cross_pairs}",
+                          "split=validation", "projects=[charlie]", "pools=[8]", "logger=none", before=before_hydra)
+    assert code == 0
+    results = json.loads((trained_copy / "similarity.json").read_text())
+    assert list(results["comparisons"]) == [
+        "O0-O3 (gcc)", "x86-64/aarch64 -O0", "x86-64/aarch64 -O3", "x86-64 -O0/aarch64 -O3",
+        "x86-64/i386 -O0", "x86-64/i386 -O3", "x86-64 -O0/i386 -O3"]
+    assert results["projects"] == ["charlie"]
+    cross = results["comparisons"]["x86-64/aarch64 -O3"]
+    assert cross["pairs"] >= 20 and cross["identical"] == 0
+    assert set(cross["systems"]) == {"model", "untrained", "tf-idf", "model+tf-idf"}
+    assert "x86-64 -O0/aarch64 -O3" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit:
+        app_in_process("evaluate", run_task, "task=similarity", f"run={trained_copy}", f"pairs={cross_pairs}",
+                       "split=validation", "comparisons=[x86-64:O2/aarch64:O2]", "logger=none", before=before_hydra)
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["error: comparison 'x86-64:O2/aarch64:O2': no functions at 'x86-64:O2'; the split has "
+                     "aarch64:O0 (aarch64-linux-gnu-gcc), aarch64:O3 (aarch64-linux-gnu-gcc), i386:O0 "
+                     "(i686-linux-gnu-gcc), i386:O3 (i686-linux-gnu-gcc), x86-64:O0 (gcc), x86-64:O3 (gcc)"], error
+
+
+@needs_cross
+def test_masked_lm_evaluation_reports_each_instruction_set_alone(cross_pairs, trained_copy, tmp_path, capsys):
+    from undertale.evaluation.entry import before_hydra, run_task
+
+    objects = cross_pairs.parent / "objects"
+    paths = f"data.paths=[{objects / 'gcc' / 'O0'},{objects / 'aarch64-linux-gnu-gcc' / 'O0'}]"
+    app_in_process("evaluate", run_task, f"run={trained_copy}", "data=binaries", paths,
+                   f"paths.cache_dir={tmp_path / 'cache'}", "batches=2", "logger=none", before=before_hydra)
+    result = json.loads((trained_copy / "evaluation.json").read_text())
+    parts = result["architectures"]
+    assert list(parts) == ["aarch64", "x86-64"]
+    for part in parts.values():
+        assert part["overall"]["count"] > 0 and set(part["classes"]) == set(result["classes"])
+    assert parts["aarch64"]["overall"]["accuracy"] != parts["x86-64"]["overall"]["accuracy"]
+    out = capsys.readouterr().out
+    assert "per instruction set" in out and "aarch64" in out.split("per instruction set")[1]

@@ -10,6 +10,7 @@ a table on stdout, ``evaluation.json`` in the run directory and a W&B run (job t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from contextlib import nullcontext
@@ -175,6 +176,14 @@ def baseline_files(choice: DataChoice, prepared: Path, evaluated: list[Path], co
     return evaluated, "the evaluated data (the run's training split is not in the cache)"
 
 
+def unpacked_files(choice: DataChoice, files: list[Path], sequence_length: int) -> list[Path]:
+    """The shards of ``files`` before packing (packed rows mix functions, so they keep no ``architecture``)."""
+    if not choice.data.packing:
+        return files
+    unpacked = dataclasses.replace(choice.data, packing=False).prepare(sequence_length, progress=False)
+    return split_files(unpacked.tokenized, choice.split)
+
+
 def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """Evaluate the run named by ``cfg.run``; print the table, write ``evaluation.json``, log a W&B run.
 
@@ -200,6 +209,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     from undertale.data.tokenizer import load_tokenizer, special_ids
     from undertale.models.masking import build_collator
     from undertale.evaluation.baselines import Baselines, class_token_counts
+    from undertale.evaluation.architectures import architecture_table, files_by_architecture
     from undertale.evaluation.report import flat_metrics, summarise, table
     from undertale.metrics.token_classes import token_class_table
 
@@ -236,6 +246,15 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     }
     print(table(result))
     print(f"{batches:,} batches of {choice.data.batch_size}; baselines: token counts of {source}")
+    with files_by_architecture(unpacked_files(choice, files, sequence_length)) as by_architecture:
+        for name, own in by_architecture.items():  # a split of several instruction sets: each one alone too
+            values, targets, _ = evaluate_batches(model, collator, own, choice, limit,
+                                                  OmegaConf.select(config, "trainer.precision"))
+            result.setdefault("architectures", {})[name] = summarise(values, targets, baselines, tokenizer.id_to_token)
+    if "architectures" in result:
+        print(f"\nper instruction set (each evaluated alone, one function per row, "
+              f"{f'at most {limit}' if limit else 'all'} batches):")
+        print(architecture_table(result))
     run.evaluation.write_text(json.dumps(result, indent=2, allow_nan=False))
     print(f"written: {run.evaluation}")
     log_run(cfg, run, result, flat_metrics(result))

@@ -71,6 +71,8 @@ def flat_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     flat = {f"overall/{key}": value for key, value in result["overall"].items()}
     for name, entry in result["classes"].items():
         flat |= {f"classes/{name}/{key}": value for key, value in entry.items()}
+    for architecture, part in result.get("architectures", {}).items():  # architectures/aarch64/classes/next/accuracy
+        flat |= {f"architectures/{architecture}/{key}": value for key, value in flat_metrics(part).items()}
     return {key: value for key, value in flat.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 

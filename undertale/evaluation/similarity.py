@@ -234,7 +234,7 @@ def benchmark(rows: Sequence[dict], systems: dict[str, Callable[[Sequence[str]],
 def table(results: dict) -> str:
     """The results as a text table: one row per comparison and system, MRR and Recall@1 per pool size."""
     sizes = [str(size) for size in results["pool_sizes"]]
-    header = f"{'comparison':<22}{'pairs':>7}{'same':>6}  {'system':<12}" + "".join(
+    header = f"{'comparison':<24}{'pairs':>7}{'same':>6}  {'system':<12}" + "".join(
         f"{'MRR@' + size:>10}{'R@1@' + size:>10}" for size in sizes)
     lines = [header, "-" * len(header)]
     for name, comparison in results["comparisons"].items():
@@ -250,7 +250,7 @@ def table(results: dict) -> str:
                 cells += f"{shown:>10}{recall:>10}"
             same = comparison.get("identical")
             same = "-" if same is None or not comparison["pairs"] else f"{100 * same / comparison['pairs']:.0f}%"
-            lines.append(f"{name:<22}{comparison['pairs']:>7}{same:>6}  {system:<12}{cells}")
+            lines.append(f"{name:<24}{comparison['pairs']:>7}{same:>6}  {system:<12}{cells}")
     if any(score.get("pool_size", int(size)) < int(size) for comparison in results["comparisons"].values()
            for scores in comparison["systems"].values() for size, score in scores.items()):
         lines.append("* fewer pairs than the pool size: one pool of all pairs")
@@ -298,6 +298,9 @@ def _evaluate(cfg) -> int:
         raise UsageError(first_line(error)) from None
     if not rows:
         raise UsageError(f"no functions in the {split} split of {pairs_value}")
+    rows = _of_projects(rows, cfg.get("projects"), split)
+    comparisons = [parse_comparison(str(text), {setting_of(row) for row in rows})
+                   for text in cfg.get("comparisons") or ()] or None
     tfidf = TfIdf([row["disassembly"] for row in rows])
     systems = {"model": partial(model.embed, progress=True)}
     pretrained = _pretrained_of(run)
@@ -309,14 +312,29 @@ def _evaluate(cfg) -> int:
     pool_sizes = [int(size) for size in (cfg.get("pools") or DEFAULT_POOLS)]
     min_instructions = int(cfg.get("min_instructions") or DEFAULT_MIN_INSTRUCTIONS)
     started = time.perf_counter()
-    results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions, progress=True)
+    results = benchmark(rows, systems, pool_sizes, int(cfg.get("seed") or 0), min_instructions, comparisons,
+                        progress=True)
     results |= {"run": str(run.path), "pairs": str(pairs_value), "split": split, "windows": model.which_windows,
+                "projects": sorted({row["project"] for row in rows}),
                 "seconds": round(time.perf_counter() - started, 1)}
     print(table(results))
     run.similarity.write_text(json.dumps(results, indent=2))
     print(f"\nsimilarity: {run.similarity}")
     _log(run, results, cfg)
     return 0
+
+
+def _of_projects(rows: list[dict], projects, split: str) -> list[dict]:
+    """The rows of the named projects (``projects=[a,b]``; None: every row)."""
+    if not projects:
+        return rows
+    names = [projects] if isinstance(projects, str) else [str(name) for name in projects]
+    present = {row["project"] for row in rows}
+    unknown = [name for name in names if name not in present]
+    if unknown:
+        raise UsageError(f"projects: {unknown[0]} is not a project of the {split} split; it has "
+                         f"{', '.join(sorted(present))}")
+    return [row for row in rows if row["project"] in names]
 
 
 def _pretrained_of(run) -> Optional[str]:
@@ -349,6 +367,6 @@ def _log(run, results: dict, cfg) -> None:
         for size, score in scores.items()
         for metric in ("mrr", "recall@1") if score[metric] is not None
     }
-    config = {key: results[key] for key in ("run", "pairs", "split", "pool_sizes", "seed", "min_instructions")}
+    config = {key: results[key] for key in ("run", "pairs", "split", "projects", "pool_sizes", "seed", "min_instructions")}
     log_evaluation(cfg, run, "similarity", "similarity", f"similarity {results['split']}", config, metrics, step=0)
 
