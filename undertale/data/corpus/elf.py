@@ -300,8 +300,16 @@ def elf_functions(data: bytes, max_section_bytes: Optional[int] = None,
     architecture = elf_architecture(elf)
     relocatable = elf["e_type"] == "ET_REL"
     pointer_size = 8 if elf.elfclass == 64 else 4
+    count = elf.num_sections()
+    if count and elf["e_shoff"] + count * elf["e_shentsize"] > len(data):
+        raise ELFError(f"the section header table ({count:,} sections of {elf['e_shentsize']} bytes at offset "
+                       f"{elf['e_shoff']:,}) runs past the end of the file ({len(data):,} bytes)")
     executable: dict[int, _Section] = {}
+    names: dict[str, int] = {}  # as pyelftools' get_section_by_name: the last section of a name
     for index, section in enumerate(elf.iter_sections()):
+        if index % SYMBOLS_AT_ONCE == 0:
+            check()
+        names[section.name] = index
         if section["sh_flags"] & SHF_EXECINSTR and section["sh_type"] == "SHT_PROGBITS" and section["sh_size"]:
             executable[index] = _Section(section["sh_addr"], section_data(data, section, max_section_bytes), index)
             check()
@@ -311,7 +319,7 @@ def elf_functions(data: bytes, max_section_bytes: Optional[int] = None,
     # start address (or (section, offset) for relocatable files) -> (name, size)
     found: dict[tuple[int, int], tuple[str, int]] = {}
     for table_name in (".symtab", ".dynsym"):
-        table = elf.get_section_by_name(table_name)
+        table = elf.get_section(names[table_name]) if table_name in names else None
         if table is None or table["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or not table["sh_size"]:
             continue
         strings = section_data(data, elf.get_section(table["sh_link"]), max_section_bytes)
@@ -330,7 +338,7 @@ def elf_functions(data: bytes, max_section_bytes: Optional[int] = None,
             name = strings[name_offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
             found[index, offset] = (name, size)
 
-    eh_frame = elf.get_section_by_name(".eh_frame")
+    eh_frame = elf.get_section(names[".eh_frame"]) if ".eh_frame" in names else None
     if eh_frame is not None and not relocatable and eh_frame["sh_type"] != "SHT_NOBITS":
         frames = eh_frame_functions(section_data(data, eh_frame, max_section_bytes), eh_frame["sh_addr"], pointer_size,
                                     check)

@@ -156,7 +156,7 @@ def read_bytes(data: bytes, source_name: str, min_instructions: int = 1, seen: O
         result.error = str(error)
     except MemoryError:  # a worker's hard memory limit (see undertale.data.corpus.supervise)
         result.error = over_memory(guard.limits, "an allocation failed at the hard limit of twice that")
-    except (ELFError, ValueError, KeyError, IndexError, OSError, EOFError, AssertionError) as error:
+    except (ELFError, ValueError, KeyError, IndexError, OSError, EOFError, AssertionError, OverflowError) as error:
         result.error = f"corrupt or unreadable ELF: {type(error).__name__}: {error}"
     except Exception as error:  # pyelftools raises many kinds on hostile input; keep going
         result.error = f"failed to read: {type(error).__name__}: {error}"

@@ -206,16 +206,19 @@ class SupervisedPool:
             build with :class:`WorkerLost`).
         name: what a worker is called in messages.
         window: jobs handed out ahead of the first result not yet returned (default: 4 per worker + 4).
+        hang_seconds: wall-clock seconds on one item before a worker is stopped (default:
+            ``limits.hang_seconds``).
     """
 
     def __init__(self, function: Callable[[Any], Any], workers: int, limits: Optional[FileLimits] = None,
                  initializer: Optional[Callable[[], None]] = None, describe: Callable[[Any], str] = str,
                  split: Optional[Callable[[Any], Iterable]] = None, join: Optional[Callable[[list], Any]] = None,
                  on_timeout: Optional[Callable[[Any, str, float], Any]] = None, name: str = "corpus worker",
-                 window: Optional[int] = None):
+                 window: Optional[int] = None, hang_seconds: Optional[float] = None):
         self.function, self.initializer, self.describe = function, initializer, describe
         self.split, self.join, self.on_timeout, self.name = split, join, on_timeout, name
         self.limits = limits or FileLimits()
+        self.hang_seconds = hang_seconds or self.limits.hang_seconds
         self.size = max(1, workers)
         self.window = window or 4 * self.size + 4
         self.context = multiprocessing.get_context("fork" if platform.system() == "Linux" else "spawn")
@@ -344,14 +347,14 @@ class SupervisedPool:
                 self.replaced["recycled"] += 1
         now = time.monotonic()
         for worker in [worker for worker in self.workers if worker.index is not None]:
-            if now - worker.since <= self.limits.hang_seconds:
+            if now - worker.since <= self.hang_seconds:
                 continue
             index, item = worker.index, worker.item
             self._stop(worker)
             self.replaced["timed out"] += 1
             if self.on_timeout is None:
-                raise WorkerLost(f"{self.name} pid {worker.pid} was stopped after {now - worker.since:.0f} s on "
-                                 f"{item} (3 x max_file_seconds + 30 s); the build stopped (no manifest written)")
+                raise WorkerLost(f"{self.name} pid {worker.pid} was stopped after {now - worker.since:.0f} s of "
+                                 f"wall-clock time on {item}; the build stopped (no manifest written)")
             outcome = self.on_timeout(held[index], item, now - worker.since)
             if isinstance(outcome, Retry):
                 held[index] = outcome.job

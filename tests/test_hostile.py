@@ -1,0 +1,370 @@
+"""Hostile inputs and lost workers in the corpus build (issue 29, findings 2 and 4).
+
+Crafted ELF files (compiled here, then patched): a 762 KB static binary whose function symbols claim
+4 GB sizes, the same binary with every function running to the end of ``.text``, and an object file whose
+``.text`` is a compressed section that unpacks to 1 GiB. Real processes and signals: a worker killed with
+``kill -9``, a parent whose SIGTERM handler ignores the signal (as submitit's does), a worker stuck in a
+sleep. And a seeded fuzzer: hundreds of mutants of real ELF files read in this process, each within the
+limits and without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from undertale.data.corpus.build import CorpusOptions, build_corpus
+from undertale.data.corpus.limits import OVER_SECTION, OVER_TIME, RESOURCE_REASONS
+from undertale.data.corpus.read import FileResult, read_bytes, read_file
+from undertale.data.corpus.supervise import SupervisedPool, WorkerLost
+from undertale.data.corpus.verify import verify_corpus
+from undertale.settings.data import FileLimits
+
+from helpers import BINARIES, start_script
+
+PROGRAM = r"""
+static int square(int x) { return x * x; }
+int scaled(int a, int b) { return square(a) + b * 3; }
+int main(int argc, char **argv) { return scaled(argc, (int)(long)argv[0][0]); }
+"""
+SHF_COMPRESSED = 0x800
+GIB = 1 << 30
+TIGHT = FileLimits(max_file_seconds=1.0, max_file_memory_mb=200, max_section_mb=64, max_function_instructions=20_000)
+
+
+def _compile(directory: Path, name: str, *flags: str) -> Path:
+    source = directory / "program.c"
+    source.write_text(PROGRAM)
+    output = directory / name
+    result = subprocess.run(["gcc", "-O1", *flags, "-o", str(output), str(source)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"gcc {' '.join(flags)} failed here: {result.stderr.strip()[:200]}")
+    return output
+
+
+def _text_symbols(data: bytes) -> tuple[list[tuple[int, int]], int, int]:
+    """(offset of st_size, start in .text) of every sized function symbol of ``.text``, and .text's address and size."""
+    import io
+
+    elf = ELFFile(io.BytesIO(data))
+    text = elf.get_section_by_name(".text")
+    index = next(i for i, section in enumerate(elf.iter_sections()) if section.name == ".text")
+    table = elf.get_section_by_name(".symtab")
+    found = []
+    for number, symbol in enumerate(table.iter_symbols()):
+        if symbol["st_info"]["type"] == "STT_FUNC" and symbol["st_size"] and symbol["st_shndx"] == index:
+            found.append((table["sh_offset"] + number * table["sh_entsize"] + 16, symbol["st_value"] - text["sh_addr"]))
+    return found, text["sh_addr"], text["sh_size"]
+
+
+def _with_symbol_sizes(static: Path, target: Path, size_of) -> Path:
+    data = bytearray(static.read_bytes())
+    symbols, _, text_size = _text_symbols(bytes(data))
+    for at, start in symbols:
+        struct.pack_into("<Q", data, at, size_of(start, text_size))
+    target.write_bytes(bytes(data))
+    return target
+
+
+def _deflate_zeros(size: int, piece: int = 4 << 20) -> bytes:
+    """A zlib stream of ``size`` zero bytes, made of one compressed piece repeated (cheap: about 1 MB per GiB)."""
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(bytes(piece)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(bytes(piece)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    assert first[2:] == again, "a full flush resets deflate: the same piece compresses to the same bytes"
+    checksum = (size % 65521) << 16 | 1  # Adler-32 of zeros: A stays 1, B counts the bytes
+    return first + again * (size // piece - 1) + b"\x03\x00" + struct.pack(">I", checksum)
+
+
+def _compressed_text(object_file: Path, target: Path, unpacked: int = GIB) -> Path:
+    """``object_file`` with its ``.text`` replaced by a compressed section (SHF_COMPRESSED, ELFCOMPRESS_ZLIB)
+    that unpacks to ``unpacked`` zero bytes."""
+    import io
+
+    data = bytearray(object_file.read_bytes())
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    index = next(i for i, section in enumerate(elf.iter_sections()) if section.name == ".text")
+    header = elf["e_shoff"] + index * elf["e_shentsize"]
+    body = struct.pack("<IIQQ", 1, 0, unpacked, 16) + _deflate_zeros(unpacked)
+    offset = len(data) + (-len(data) % 16)
+    data += bytes(offset - len(data)) + body
+    flags, = struct.unpack_from("<Q", data, header + 8)
+    struct.pack_into("<Q", data, header + 8, flags | SHF_COMPRESSED)
+    struct.pack_into("<QQ", data, header + 24, offset, len(body))  # sh_offset, sh_size
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("hostile")
+    static = _compile(directory, "static", "-static")
+    objects = _compile(directory, "program.o", "-c")
+    return {
+        "static": static,
+        # every function claims 4 GB (the issue's file: 762 KB, over 2 minutes and 6 GB before the fix)
+        "huge_symbols": _with_symbol_sizes(static, directory / "huge-symbols", lambda start, end: 0xFFFF_FFFF),
+        # every function runs to the end of .text: valid sizes, quadratic work (only the limits stop it)
+        "overlapping": _with_symbol_sizes(static, directory / "overlapping", lambda start, end: end - start),
+        "bomb": _compressed_text(objects, directory / "bomb.o"),
+        "object": objects,
+    }
+
+
+def test_symbol_sizes_of_4_gb_are_cut_at_the_next_function(hostile):
+    started = time.perf_counter()
+    result = read_file(str(hostile["huge_symbols"]))
+    seconds = time.perf_counter() - started
+    plain = read_file(str(hostile["static"]))
+    assert result.error is None and plain.error is None
+    assert len(result.rows) == len(plain.rows) > 1000  # the same functions, none lost, none run together
+    symbols, address, text_size = _text_symbols(hostile["huge_symbols"].read_bytes())
+    starts = sorted({address + start for _, start in symbols})
+    by_start = {row["address"]: row for row in result.rows}
+    for start, following in zip(starts, starts[1:]):
+        assert by_start[start]["size"] <= following - start  # cut at the next function, not at the 4 GB claim
+    assert max(row["size"] for row in result.rows) < text_size
+    assert seconds < 15, f"{seconds:.1f} s"
+
+
+def test_hostile_files_are_skipped_within_limits_and_counted_by_reason(hostile, tmp_path):
+    inputs = [str(hostile[name]) for name in ("huge_symbols", "overlapping", "bomb")] + ["/usr/bin/true"]
+    started = time.perf_counter()
+    manifest = build_corpus(tmp_path / "corpus", inputs, CorpusOptions(validation_fraction=0.0, limits=TIGHT),
+                            workers=2, progress=False)
+    seconds = time.perf_counter() - started
+    skipped = manifest["skipped_files"]
+    # quadratic work: whichever of time (1 processor second) and memory (200 MiB) runs out first
+    reason = skipped[str(hostile["overlapping"])].split(":")[0]
+    assert reason in RESOURCE_REASONS, skipped
+    assert skipped[str(hostile["bomb"])].startswith(f"{OVER_SECTION}: section .text unpacks to 1,073,741,824 bytes")
+    assert manifest["skipped_reasons"] == {reason: 1, OVER_SECTION: 1}
+    assert manifest["counts"]["files"] == 2 and manifest["counts"]["functions"] > 1000
+    assert manifest["parameters"]["limits"] == {"max_file_seconds": 1.0, "max_file_memory_mb": 200,
+                                                "max_section_mb": 64, "max_function_instructions": 20_000}
+    # a file skipped for time depends on the machine: it is no input of the corpus (nor of its fingerprint)
+    read = {item["path"] for item in manifest["input_files"]}
+    assert str(hostile["overlapping"]) not in read and str(hostile["bomb"]) in read
+    assert verify_corpus(tmp_path / "corpus", log=lambda line: None) == []
+    assert seconds < 20, f"{seconds:.1f} s"
+
+
+def test_a_function_over_the_instruction_limit_is_dropped_and_counted(hostile, tmp_path):
+    plain = read_file(str(hostile["object"]))
+    longest = max(plain.rows, key=lambda row: row["instructions"])
+    limits = FileLimits(max_function_instructions=longest["instructions"] - 1)
+    limited = read_file(str(hostile["object"]), limits=limits)
+    assert longest["id"] in limited.over_limit and longest["id"] not in {row["id"] for row in limited.rows}
+    assert len(limited.rows) + len(limited.over_limit) == len(plain.rows)
+    manifest = build_corpus(tmp_path / "corpus", [str(hostile["object"])], CorpusOptions(limits=limits), workers=1,
+                            progress=False)
+    assert manifest["counts"]["functions_over_limit"] == len(limited.over_limit)
+
+
+def test_a_runaway_allocation_fails_at_the_workers_hard_memory_cap(hostile, tmp_path):
+    """The section limit lifted, the 1 GiB unpacks in one call that no check interrupts: the worker's address
+    space cap (its size + 2 x max_file_memory_mb) makes it a MemoryError, and the file a skipped one."""
+    limits = FileLimits(max_file_memory_mb=64, max_section_mb=4096)
+    manifest = build_corpus(tmp_path / "corpus", [str(hostile["bomb"]), "/usr/bin/true"],
+                            CorpusOptions(validation_fraction=0.0, limits=limits), workers=1, progress=False)
+    assert manifest["skipped_reasons"] == {"over memory limit": 1}, manifest["skipped_files"]
+    assert manifest["counts"]["files"] == 1
+
+
+@pytest.mark.e2e
+def test_the_default_limits_handle_the_hostile_files_from_the_command_line(hostile, tmp_path):
+    started = time.perf_counter()
+    process = start_script("-m", "undertale.data", "corpus", str(tmp_path / "corpus"), str(hostile["huge_symbols"]),
+                           str(hostile["bomb"]), "/usr/bin/true", "--workers", "2", "--validation-fraction", "0",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = process.communicate(timeout=120)
+    seconds = time.perf_counter() - started
+    assert process.returncode == 0, err[-3000:]
+    assert "skipped 1 files: over section size limit (1)" in out
+    assert seconds < 40, f"{seconds:.1f} s"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.e2e
+def test_kill_9_of_a_worker_stops_the_build_in_seconds_naming_it(hostile, tmp_path):
+    output = tmp_path / "corpus"
+    process = start_script("-m", "undertale.data", "corpus", str(output), str(hostile["overlapping"]), "--workers",
+                           "1", "--max-file-seconds", "600", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _children(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "no worker started"
+        time.sleep(1.0)  # well into the file (minutes of work at these limits)
+        assert process.poll() is None
+        os.kill(workers[0], signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = process.communicate(timeout=30)
+        seconds = time.monotonic() - killed
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert seconds < 5, f"the build took {seconds:.1f} s to notice"
+    assert process.returncode == 1
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert errors == [f"error: corpus worker pid {workers[0]} was killed by signal 9 (SIGKILL; the out-of-memory "
+                      f"killer or kill -9) while reading {hostile['overlapping']}; the build stopped (no manifest "
+                      "written): rerun to build again"], err[-2000:]
+    assert "Traceback" not in err
+    assert not (output / "manifest.json").exists()
+
+
+IGNORING_PARENT = """
+import signal, sys
+# what submitit's job environment installs: SIGTERM is logged and ignored, and pool workers inherit it
+signal.signal(signal.SIGTERM, lambda *_: print("submitit WARNING - Bypassing signal SIGTERM", flush=True))
+from undertale.data.corpus.build import CorpusOptions, build_corpus
+manifest = build_corpus(sys.argv[1], sys.argv[2:], CorpusOptions(max_functions=50), workers=2)
+print("functions", manifest["counts"]["functions"])
+"""
+
+
+@pytest.mark.e2e
+def test_workers_tear_down_under_a_parent_that_ignores_sigterm(tmp_path):
+    """The build stops early (max_functions), which tears the pool down while workers are busy: under
+    multiprocessing.Pool, SIGTERM that submitit's inherited handler ignores, and a wait forever."""
+    started = time.perf_counter()
+    process = start_script("-c", IGNORING_PARENT, str(tmp_path / "corpus"), *BINARIES,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-3000:]
+    assert "functions 50" in out and "Bypassing" not in out
+    assert "has its share of max_functions" in out  # why the workers stopped early is said
+    assert time.perf_counter() - started < 40
+
+
+def _handlers(_: object) -> dict[str, object]:
+    return {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGINT", "SIGUSR1")}
+
+
+def _slow(job: int) -> int:
+    if job == 1:
+        time.sleep(600)  # stuck without using the processor: only the wall clock sees it
+    if job == 2:
+        raise ValueError("a bug in the worker")
+    return job * 10
+
+
+def test_pool_workers_reset_the_signal_handlers_they_inherit():
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with SupervisedPool(_handlers, 1) as pool:
+            [handlers] = list(pool.imap([0]))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handlers == {"SIGTERM": signal.SIG_DFL, "SIGINT": signal.SIG_IGN, "SIGUSR1": signal.SIG_IGN}
+
+
+def test_a_stuck_worker_is_stopped_and_a_failing_one_named():
+    pool = SupervisedPool(_slow, 2, hang_seconds=1.0, on_timeout=lambda job, item, seconds: f"stopped {job}",
+                          describe=lambda job: f"job-{job}")
+    started = time.perf_counter()
+    assert list(pool.imap([0, 1, 3])) == [0, "stopped 1", 30]
+    assert time.perf_counter() - started < 10 and not pool.workers
+    with pytest.raises(WorkerLost, match=r"corpus worker pid \d+ failed \(ValueError: a bug in the worker "
+                                         r"\(test_hostile.py:\d+\)\) while reading job-2"):
+        list(SupervisedPool(_slow, 1, describe=lambda job: f"job-{job}").imap([0, 2, 3]))
+
+
+# --- fuzzing the reader -------------------------------------------------------------------------------
+
+FUZZ_LIMITS = FileLimits(max_file_seconds=2.0, max_file_memory_mb=256, max_section_mb=16,
+                         max_function_instructions=10_000)
+# what a mutant may be skipped as; not "failed to read: ..." (an exception the reader did not expect)
+EXPECTED = ("not an ELF file", "unsupported architecture", "corrupt or unreadable ELF", "over time limit",
+            "over memory limit", "over section size limit")
+
+
+def _mutant(base: bytes, rng: random.Random) -> bytes:
+    """One seeded mutation of an ELF64 image: header or section-table bytes flipped, a truncation, or a huge
+    count, size, offset or flag written where the reader trusts the file."""
+    data = bytearray(base)
+    shoff, = struct.unpack_from("<Q", data, 40)
+    shentsize, shnum = struct.unpack_from("<HH", data, 58)
+    table = range(shoff, min(len(data), shoff + shentsize * shnum)) if shoff < len(data) else range(64)
+    kind = rng.randrange(7)
+    if kind == 0:  # flip bytes of the ELF header
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(64)] ^= 1 << rng.randrange(8)
+    elif kind == 1:  # flip bytes of the section header table
+        for _ in range(rng.randint(1, 8)):
+            data[rng.choice(table)] ^= 1 << rng.randrange(8)
+    elif kind == 2:  # truncate
+        del data[rng.randrange(1, len(data)):]
+    elif kind == 3:  # huge counts: sections, their entry size, program headers
+        field, size = rng.choice([(60, "<H"), (58, "<H"), (56, "<H"), (62, "<H"), (40, "<Q")])
+        struct.pack_into(size, data, field, rng.choice([0, 0xFFFF, 0xFF00, 1 << 15, (len(data) - 8) & 0xFFFF])
+                         if size == "<H" else rng.choice([0, len(data) - 16, 1 << 62]))
+    elif kind == 4 and shnum:  # a section's size, offset, entry size or link made huge or odd
+        header = shoff + rng.randrange(shnum) * shentsize
+        field = rng.choice([24, 32, 40, 56])  # sh_offset, sh_size, sh_link/sh_info, sh_entsize
+        value = rng.choice([1 << 63, (1 << 64) - 1, 1 << 32, len(data), 0, 0xFFFF_FFFF])
+        if header + field + 8 <= len(data):
+            struct.pack_into("<Q", data, header + field, value)
+    elif kind == 5 and shnum:  # a section marked compressed, or its type changed
+        header = shoff + rng.randrange(shnum) * shentsize
+        if header + 16 <= len(data):
+            if rng.random() < 0.5:
+                flags, = struct.unpack_from("<Q", data, header + 8)
+                struct.pack_into("<Q", data, header + 8, flags | SHF_COMPRESSED)
+            else:
+                struct.pack_into("<I", data, header + 4, rng.choice([2, 3, 8, 11, 0x6FFFFFFF]))
+    else:  # random bytes anywhere: symbol tables, unwind tables, code
+        for _ in range(rng.randint(1, 32)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def test_fuzzed_elf_files_are_read_within_limits_without_a_traceback(hostile, tmp_path):
+    archive = tmp_path / "library.a"
+    subprocess.run(["ar", "rcs", str(archive), str(hostile["object"])], check=True)
+    bases = [Path("/usr/bin/true").read_bytes(), hostile["object"].read_bytes(), archive.read_bytes()]
+    rng = random.Random(29)
+    outcomes: dict[str, int] = {}
+    slowest = 0.0
+    started = time.perf_counter()
+    for number in range(360):
+        base = bases[number % len(bases)]
+        if base.startswith(b"!<arch>"):  # mutate the ELF member inside the archive
+            start = base.index(b"\x7fELF")
+            mutant = base[:start] + _mutant(base[start:], rng)
+        else:
+            mutant = _mutant(base, rng)
+        began = time.thread_time()
+        result = read_bytes(mutant, f"mutant-{number}", limits=FUZZ_LIMITS)
+        slowest = max(slowest, time.thread_time() - began)
+        assert isinstance(result, FileResult)
+        if result.error is not None:
+            assert "\n" not in result.error and result.error.startswith(EXPECTED), (number, result.error)
+            assert not result.rows
+        reason = "read" if result.error is None else result.error.split(":")[0]
+        outcomes[reason] = outcomes.get(reason, 0) + 1
+    assert slowest < FUZZ_LIMITS.max_file_seconds + 0.5, f"one mutant took {slowest:.1f} processor seconds"
+    assert outcomes["read"] > 100 and sum(outcomes.values()) - outcomes["read"] > 50, outcomes
+    assert time.perf_counter() - started < 30
