@@ -15,6 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from undertale.runtime.errors import UsageError
 from undertale.runtime.runs import RunDirectory
 from undertale.training.loggers import build_loggers
 from undertale.training.resume import restore_config
@@ -121,6 +122,8 @@ def test_a_resumed_run_has_the_loggers_of_its_config_unless_logger_is_given():
     assert list(config.logger) == ["wandb"] and notes == ["logger: csv -> wandb for this session"]
     config, _ = restore_config(saved, OmegaConf.create({"seed": 0, "logger": {}}), ["resume=outputs/run", "logger=none"])
     assert list(config.logger) == []
+    with pytest.raises(UsageError, match=r"seed \(run: 0, given: 1\).*logger=<option>"):
+        restore_config(saved, OmegaConf.merge(given, {"seed": 1}), ["resume=outputs/run", "seed=1"])
 
 
 def test_tensorboard_hides_what_a_killed_session_logged_after_the_checkpoint(tmp_path):

@@ -122,7 +122,7 @@ def restore_config(saved: DictConfig, given: DictConfig, overrides: list[str]) -
     if conflicts:
         raise UsageError(
             f"resume continues a run with its own config; these overrides change it: {'; '.join(conflicts)}. "
-            f"Drop them, or start a new run (allowed with resume=: {', '.join(ALLOWED_ON_RESUME)})"
+            f"Drop them, or start a new run (allowed with resume=: {', '.join(ALLOWED_ON_RESUME)}, {LOGGERS}=<option>)"
         )
     return config, notes
 
