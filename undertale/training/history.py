@@ -38,7 +38,10 @@ def checkpoint_step(checkpoint: str | os.PathLike) -> int:
     path = Path(checkpoint)
     if path.is_dir():  # FSDP's sharded checkpoint: the non-tensor state sits in meta.pt
         return int(torch.load(path / "meta.pt", map_location="cpu", weights_only=False)["global_step"])
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def csv_rows_before(path: Path, step: int) -> list[dict[str, str]]:
