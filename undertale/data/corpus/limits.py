@@ -20,6 +20,7 @@ from undertale.settings.data import MEBIBYTE, FileLimits
 OVER_TIME = "over time limit"
 OVER_MEMORY = "over memory limit"
 OVER_SECTION = "over section size limit"
+OVERLAPPING = "overlapping functions"
 # skips that depend on the machine (its speed, its memory) rather than on the file alone: such a file is
 # not an input of the corpus (not in input_files nor in the fingerprint), so two builds that differ in
 # them also differ in their fingerprint
