@@ -192,6 +192,30 @@ def test_a_runaway_allocation_fails_at_the_workers_hard_memory_cap(hostile, tmp_
     assert manifest["counts"]["files"] == 1
 
 
+def test_a_debian_package_is_read_again_without_the_file_its_worker_was_stopped_on(hostile, tmp_path):
+    from test_debian import make_deb
+
+    from undertale.data.corpus.debian import Pin, _read_job, _stopped
+
+    deb = tmp_path / "hostile.deb"
+    deb.write_bytes(make_deb("hostile", "1.0", {"usr/bin/true": Path("/usr/bin/true").read_bytes(),
+                                               "usr/bin/overlapping": hostile["overlapping"].read_bytes(),
+                                               "usr/lib/bomb.o": hostile["bomb"].read_bytes()}))
+    pin = Pin("hostile", "1.0")
+    job = (str(deb), pin, None, 1, 256 << 20, FileLimits(), {})
+    first = _read_job(job)
+    assert {item.path.split(":", 1)[1]: (item.error or "read").split(":")[0] for item in first.files} == {
+        "/usr/bin/true": "read", "/usr/bin/overlapping": OVERLAPPING, "/usr/lib/bomb.o": OVER_SECTION}
+    # its worker stopped after 200 s on /usr/bin/true: the package again, without that file
+    retry = _stopped(job, "/usr/bin/true", 200.0)
+    again = _read_job(retry.job)
+    stopped = next(item for item in again.files if item.path.endswith(":/usr/bin/true"))
+    assert stopped.error.startswith(f"{OVER_TIME}: still reading after 200 s") and stopped.sha256 is None
+    # stopped again on a file already left out (or before any file): the package fails, named
+    failed = _stopped(retry.job, "/usr/bin/true", 200.0)
+    assert failed.error.startswith("hostile:amd64=1.0: over time limit: ") and failed.error.endswith("(/usr/bin/true)")
+
+
 @pytest.mark.e2e
 def test_the_default_limits_handle_the_hostile_files_from_the_command_line(hostile, tmp_path):
     started = time.perf_counter()
