@@ -10,6 +10,7 @@ mutants of real ELF files read in this process, each within the limits and witho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from undertale.data.corpus.limits import OVER_MEMORY, OVER_SECTION, OVER_TIME, O
 from undertale.data.corpus.read import FileResult, read_bytes, read_file
 from undertale.data.corpus.supervise import SupervisedPool, WorkerLost
 from undertale.data.corpus.verify import verify_corpus
-from undertale.settings.data import FileLimits
+from undertale.settings.data import DataSettings, FileLimits
 
 from helpers import BINARIES, start_script
 
@@ -221,14 +222,25 @@ def test_the_default_limits_handle_the_hostile_files_from_the_command_line(hosti
     started = time.perf_counter()
     process = start_script("-m", "undertale.data", "corpus", str(tmp_path / "corpus"), str(hostile["huge_symbols"]),
                            str(hostile["overlapping"]), str(hostile["bomb"]), "/usr/bin/true", "--workers", "2",
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                           "--max-file-seconds", "45", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = process.communicate(timeout=120)
     seconds = time.perf_counter() - started
     assert process.returncode == 0, err[-3000:]
+    limits = json.loads((tmp_path / "corpus" / "manifest.json").read_text())["parameters"]["limits"]
+    assert limits == {**dataclasses.asdict(FileLimits()), "max_file_seconds": 45.0}
     [skipped] = [line for line in out.splitlines() if "skipped" in line and "files:" in line]
     assert skipped.strip().startswith("skipped 2 files: ") and "overlapping functions (1)" in skipped
     assert "over section size limit (1)" in skipped
     assert seconds < 40, f"{seconds:.1f} s"
+
+
+def test_the_limits_are_data_settings_checked_by_name():
+    settings = DataSettings(max_file_seconds=30, max_file_memory_mb=512)
+    assert settings.limits == FileLimits(max_file_seconds=30, max_file_memory_mb=512)
+    with pytest.raises(ValueError, match="max_file_memory_mb must be a positive integer, got 0"):
+        DataSettings(max_file_memory_mb=0)
+    with pytest.raises(ValueError, match="max_file_seconds must be a positive number of seconds, got 'x'"):
+        FileLimits(max_file_seconds="x")
 
 
 def _children(pid: int) -> list[int]:
@@ -330,6 +342,45 @@ def test_a_stuck_worker_is_stopped_and_a_failing_one_named():
     with pytest.raises(WorkerLost, match=r"corpus worker pid \d+ failed \(ValueError: a bug in the worker "
                                          r"\(test_hostile.py:\d+\)\) while reading job-2"):
         list(SupervisedPool(_slow, 1, describe=lambda job: f"job-{job}").imap([0, 2, 3]))
+
+
+class _Client:
+    def __init__(self, workers: set[str]):
+        self.workers = workers
+
+    def nthreads(self) -> dict[str, int]:
+        return {address: 1 for address in self.workers}
+
+
+class _Future:
+    def __init__(self, outcomes: list):
+        self.outcomes, self.cancelled = outcomes, False
+
+    def result(self, timeout: float):
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_dask_names_a_worker_that_left_and_stops_when_a_tasks_workers_keep_dying(capsys):
+    distributed = pytest.importorskip("distributed")
+    from undertale.data.corpus.distributed import DaskReader
+
+    reader = DaskReader.__new__(DaskReader)  # no cluster: a client that reports workers leaving
+    reader.client, reader.scheduler = _Client({"tcp://b:2"}), "tcp://s:8786"
+    reader._known, reader._empty_since = {"tcp://a:1", "tcp://b:2"}, None
+    future = _Future([TimeoutError(), distributed.KilledWorker("read_file-1", "tcp://a:1", 3)])
+    with pytest.raises(WorkerLost, match=r"^Dask workers died more than 3 times running the task of /bin/x \(the "
+                                         r"last: tcp://a:1\); the build stopped \(no manifest written\)$"):
+        reader._result(future, ("/bin/x", 1), lambda job: job[0], None, None)
+    assert "warning: Dask worker tcp://a:1 left while waiting for /bin/x" in capsys.readouterr().err
+    stuck = _Future([TimeoutError()])
+    skipped = reader._result(stuck, ("/bin/y", 1), lambda job: job[0], 0.0, lambda job, seconds: f"stopped {job[0]}")
+    assert skipped == "stopped /bin/y" and stuck.cancelled
 
 
 # --- fuzzing the reader -------------------------------------------------------------------------------
