@@ -153,13 +153,12 @@ class SimilarityTask(Task):
             if progress:
                 print(f"pretrained: the encoder of {checkpoint}")
         datamodule = data.datamodule(tokenizer_path, sizes["sequence_length"])
-        self.validation_levels = data.validation_levels
         self.datamodule = datamodule
         return TaskParts(
             module=module, datamodule=datamodule, tokenizer=tokenizer_path, vocab_size=ids["vocab_size"],
             flops_per_token=training_flops_per_token(**sizes, vocab_size=0),
             description=f"pairs {data.pairs}: levels {', '.join(data.levels)}; validation "
-                        f"{' vs '.join(data.validation_levels)}{' (packed)' if data.packing else ''}",
+                        f"{' vs '.join(datamodule.validation_sides())}{' (packed)' if data.packing else ''}",
         )
 
     def summarise(self, trainer: "lightning.Trainer", parts: TaskParts, metrics: dict) -> tuple[dict, Optional[str]]:
@@ -177,7 +176,7 @@ class SimilarityTask(Task):
         mrr = metrics.get("val/mrr")
         line = None
         if mrr is not None and metrics.get("status") == "finished":
-            levels = " vs ".join(self.validation_levels)
+            levels = " vs ".join(self.datamodule.validation_sides())
             line = (f"val/mrr {mrr:.4f} (pool {self.settings['pool']}, {levels}, {scores['queries']} of "
                     f"{len(queries)} pairs in {scores['pools']} pools)  vs  "
                     f"{scores['mrr']:.4f} TF-IDF over instruction n-grams ({mrr / max(scores['mrr'], 1e-9):.2f}x)")

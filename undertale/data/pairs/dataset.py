@@ -289,7 +289,7 @@ class PairsDataModule(EpochDataModule):
         ids = self._tokenize(self._validation_texts[0] + self._validation_texts[1])
         return ids[:len(keys)], ids[len(keys):]
 
-    def _validation_sides(self) -> list[str]:
+    def validation_sides(self) -> list[str]:
         """The query and partner settings as users name them: ``O0``, or ``x86-64 -O2``."""
         if self.validation_architectures is None:
             return list(self.validation_levels)
@@ -322,7 +322,7 @@ class PairsDataModule(EpochDataModule):
             if len(queries) < 2:
                 raise ValueError(
                     f"{self.directory / 'validation'}: {len(queries)} function(s) present at both "
-                    f"{' and '.join(self._validation_sides())}; validation needs at least 2 pairs (rebuild the pairs "
+                    f"{' and '.join(self.validation_sides())}; validation needs at least 2 pairs (rebuild the pairs "
                     "with more validation projects, or change data.validation_levels / data.validation_architectures)"
                 )
             self.val_dataset = ValidationPairsDataset(queries, partners, 2 * self.groups_per_batch, self.length,
