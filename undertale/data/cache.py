@@ -4,7 +4,7 @@ corrupt entry rebuilt, temporary files of interrupted writes removed.
 Each entry records the size and SHA256 of its files where it marks itself complete: a corpus in its
 ``manifest.json`` (``shard_files``), a tokenizer in ``tokenizers/<name>.manifest.json`` beside it, tokenized
 and packed shards in their ``complete.json`` and ``packing.json`` (``files``). Before an entry is reused,
-:func:`entry_problem` compares each file with its record: a size that differs is found at once; the checksum
+:func:`file_problem` compares each file with its record: a size that differs is found at once; the checksum
 is read again only when the file's modification time is not the one seen at its last check (kept in
 ``.verified.json``), so an unchanged cache costs one ``stat`` per file. A corrupt entry is named in one
 ``warning:`` line and removed (a tokenized or packed entry: only its bad shards), and the step that builds it
@@ -69,13 +69,15 @@ def _minutes(seconds: float) -> str:
 
 
 @contextmanager
-def cache_lock(directory: str | os.PathLike, report_every: float = WAIT_REPORT_SECONDS,
-               poll: float = 0.2) -> Iterator[None]:
+def cache_lock(directory: str | os.PathLike, report_every: Optional[float] = None, poll: float = 0.2,
+               say: bool = True) -> Iterator[None]:
     """Hold ``directory/.prepare.lock`` exclusively (waiting for it), so that processes started together
     (torchrun, SLURM) never build the same cache twice. Nested use in one thread does not wait on itself.
 
     The holder writes its PID (and host) into the lock file. A process that has to wait says so on stderr,
-    ``waiting for the cache lock held by PID n (<lock file>)``, then again every ``report_every`` seconds.
+    ``waiting for the cache lock held by PID n (<lock file>)``, then again every ``report_every`` seconds
+    (None: :data:`WAIT_REPORT_SECONDS`; ``say`` False: it waits silently, as the other ranks of a run whose first
+    rank reports).
 
     Raises:
         OutputError: when ``directory`` cannot be written (a read-only cache).
@@ -88,7 +90,7 @@ def cache_lock(directory: str | os.PathLike, report_every: float = WAIT_REPORT_S
         yield
         return
     with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+") as handle:
-        _acquire(handle, path, report_every, poll)
+        _acquire(handle, path, (report_every or WAIT_REPORT_SECONDS) if say else None, poll)
         handle.truncate(0)
         handle.write(f"{os.getpid()} {socket.gethostname()}\n")
         handle.flush()
@@ -103,12 +105,15 @@ def cache_lock(directory: str | os.PathLike, report_every: float = WAIT_REPORT_S
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _acquire(handle: Any, path: Path, report_every: float, poll: float) -> None:
+def _acquire(handle: Any, path: Path, report_every: Optional[float], poll: float) -> None:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
+    if report_every is None:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return
     started = time.monotonic()
     holder = lock_holder(path)
     for _ in range(5):  # a holder that has just taken the lock writes its PID a moment later
@@ -295,9 +300,10 @@ def repair_corpus(cache: Path, corpus: Path, verified: Verified, manifest_name: 
     problems = [(manifest_name, problem.split(" ", 1)[1])] if problem else []
     if manifest is not None:
         problems = files_problem(corpus, manifest.get("shard_files") or {}, verified)
+        named = {name for name, _ in problems}
         for split, shards in (manifest.get("shards") or {}).items():
             problems += [(f"{split}/{shard}", "is missing") for shard in shards
-                         if not (corpus / split / shard).is_file() and (f"{split}/{shard}", "is missing") not in problems]
+                         if f"{split}/{shard}" not in named and not (corpus / split / shard).is_file()]
     if problems:
         warn(f"{_named(corpus, cache, problems)}; rebuilding it")
         shutil.rmtree(corpus)

@@ -153,7 +153,7 @@ def prepare(
         pins = parse_list(packages)  # a syntax error stops here, before any work
     cache = Path(cache_dir).expanduser()
     dask = (scheduler, workers)  # each step that has work to do connects (a cached step starts no cluster)
-    with cache_lock(cache):
+    with cache_lock(cache, say=progress):  # a run's other ranks (no progress) wait for its first in silence
         removed = remove_temporaries(cache)
         if removed:
             print(f"cache: removed {len(removed)} temporary file(s) of interrupted writes "

@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from undertale.runtime.errors import OutputError, UsageError, first_line, report_usage_error
 
-# a write refused for want of space: the disk or a quota is full, or a file would pass the size limit
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# a write refused for want of room: the disk or a quota is full, or the file would pass a size limit
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # a write refused by permissions or the filesystem
 REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 PROBE_PREFIX = ".undertale-write-check-"
@@ -56,11 +56,19 @@ def mount_point(path: str | os.PathLike) -> Path:
     return path
 
 
-def disk_full_message(path: str | os.PathLike, what: str = "") -> str:
-    """``disk full writing <what> <path> (<free> free on <mount point>); free space there or write elsewhere``."""
+def no_room_message(number: int, path: str | os.PathLike, what: str = "") -> str:
+    """One line for a write of ``path`` refused for want of room (``number``: one of :data:`NO_ROOM`):
+    ``disk full writing <what> <path> (<free> free on <mount point>); free space there or write elsewhere``,
+    or the quota or file size limit it met."""
+    writing = f"writing {what + ' ' if what else ''}{path}"
+    if number == errno.EFBIG:
+        return (f"file too large {writing}: it passes the file size limit (ulimit -f) or the filesystem's largest "
+                "file; raise the limit or write elsewhere")
+    if number == errno.EDQUOT:
+        return f"disk quota exceeded {writing} (on {mount_point(path)}); free space in your quota or write elsewhere"
     free = free_bytes(path)
     left = f"{_size(free)} free on {mount_point(path)}" if free is not None else "no space left"
-    return f"disk full writing {what + ' ' if what else ''}{path} ({left}); free space there or write elsewhere"
+    return f"disk full {writing} ({left}); free space there or write elsewhere"
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -126,7 +134,7 @@ def _reason(error: OSError, folder: Path) -> str:
         return f"{folder} is on a read-only filesystem"
     if error.errno in (errno.EACCES, errno.EPERM):
         return f"{folder} does not allow writing (permission denied)"
-    if error.errno in DISK_FULL:
+    if error.errno in NO_ROOM:
         return f"{folder} is on a full disk"
     return f"{folder} does not take new files ({error.strerror or error})"
 
@@ -144,7 +152,7 @@ def write_failure(error: BaseException, output: Optional[str | os.PathLike] = No
     """The one-line :class:`OutputError` for a write that failed somewhere in ``error``'s chain, or None.
 
     The first :class:`OutputError` of the chain (its writer named the file), else an ``OSError`` of a full disk
-    (:data:`DISK_FULL`) or of a refused write (:data:`REFUSED`), named by its file, else by ``output`` (what the
+    (:data:`NO_ROOM`) or of a refused write (:data:`REFUSED`), named by its file, else by ``output`` (what the
     command was writing), else by the message of the error that was raised from it.
     """
     chain = list(causes(error))
@@ -152,12 +160,12 @@ def write_failure(error: BaseException, output: Optional[str | os.PathLike] = No
     if named is not None:
         return named
     for item in chain:
-        if not isinstance(item, OSError) or item.errno not in DISK_FULL + REFUSED:
+        if not isinstance(item, OSError) or item.errno not in NO_ROOM + REFUSED:
             continue
         path = item.filename or output
-        if item.errno in DISK_FULL:
+        if item.errno in NO_ROOM:
             if path:
-                return OutputError(disk_full_message(path))
+                return OutputError(no_room_message(item.errno, path))
             return OutputError(f"disk full: {first_line(error)}; free space or write elsewhere")
         if path and item.errno == errno.EROFS:
             return OutputError(f"cannot write {path}: read-only filesystem; choose a writable place")
@@ -174,7 +182,7 @@ def expected_failure(error: BaseException, output: Optional[str | os.PathLike] =
     when the failed write names no file) or None.
     """
     if isinstance(error, UsageError) and not isinstance(error, OutputError):
-        full = any(isinstance(item, OSError) and item.errno in DISK_FULL for item in causes(error))
+        full = any(isinstance(item, OSError) and item.errno in NO_ROOM for item in causes(error))
         return write_failure(error, output) if full else error
     return write_failure(error, output)
 

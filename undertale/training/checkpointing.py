@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from undertale.runtime.errors import OutputError
-from undertale.runtime.outputs import (DISK_FULL, causes, disk_full_message, free_bytes, remove_stale_temporaries,
+from undertale.runtime.outputs import (NO_ROOM, causes, free_bytes, no_room_message, remove_stale_temporaries,
                                        temporary_path, write_failure)
 
 # torch's zip writer reports a failed write as a RuntimeError of its own ("[enforce fail at inline_container.cc...")
@@ -60,13 +61,13 @@ def checkpoint_write_failure(error: BaseException, path: Path) -> Optional[Outpu
     raised while handling one; a torch write failure with under :data:`NEARLY_FULL` bytes left is one too.
     """
     chain = list(causes(error))
-    full = any(isinstance(item, OSError) and item.errno in DISK_FULL for item in chain)
-    if not full and any(isinstance(item, RuntimeError) and any(mark in str(item) for mark in TORCH_WRITER)
-                        for item in chain):
+    number = next((item.errno for item in chain if isinstance(item, OSError) and item.errno in NO_ROOM), None)
+    if number is None and any(isinstance(item, RuntimeError) and any(mark in str(item) for mark in TORCH_WRITER)
+                              for item in chain):
         free = free_bytes(path.parent)
-        full = free is not None and free < NEARLY_FULL
-    if full:
-        return OutputError(disk_full_message(path, "checkpoint"))
+        number = errno.ENOSPC if free is not None and free < NEARLY_FULL else None
+    if number is not None:
+        return OutputError(no_room_message(number, path, "checkpoint"))
     return write_failure(error, path)
 
 
