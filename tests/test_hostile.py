@@ -17,7 +17,6 @@ import random
 import signal
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path

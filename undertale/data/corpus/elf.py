@@ -16,7 +16,6 @@ refused before it is unpacked).
 
 from __future__ import annotations
 
-import bisect
 import io
 import struct
 from dataclasses import dataclass
