@@ -458,3 +458,14 @@ def test_fuzzed_elf_files_are_read_within_limits_without_a_traceback(hostile, tm
     assert slowest < FUZZ_LIMITS.max_file_seconds + 0.5, f"one mutant took {slowest:.1f} processor seconds"
     assert outcomes["read"] > 100 and sum(outcomes.values()) - outcomes["read"] > 50, outcomes
     assert time.perf_counter() - started < 30
+
+
+def test_the_data_settings_limits_reach_the_corpus_build(monkeypatch):
+    import undertale.data.config as config
+    from undertale.data.config import DataConfig
+
+    seen = {}
+    monkeypatch.setattr(config, "prepare", lambda **arguments: seen.update(arguments))
+    DataConfig(source="binaries", paths=["/usr/bin/ls"], max_file_seconds=30, max_function_instructions=99).prepare(64)
+    limits = seen["corpus_options"].limits
+    assert (limits.max_file_seconds, limits.max_function_instructions) == (30, 99)

@@ -24,7 +24,8 @@ class DataConfig(DataSettings):
     def prepare(self, sequence_length: int, progress: bool = True) -> PreparedData:
         """Corpus, tokenizer and tokenized (and packed) shards for this source; cached, one process builds."""
         options = CorpusOptions(
-            seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions
+            seed=self.seed, validation_fraction=self.validation_fraction, max_functions=self.max_functions,
+            limits=self.limits,
         )
         return prepare(
             source=self.source,

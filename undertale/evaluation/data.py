@@ -157,7 +157,7 @@ def cached_tokenized(data: DataConfig, tokenizer: Path, sequence_length: int) ->
             corpus_id = pipeline._files_digest(shards)
         else:
             options = CorpusOptions(seed=data.seed, validation_fraction=data.validation_fraction,
-                                    max_functions=data.max_functions)
+                                    max_functions=data.max_functions, limits=data.limits)
             corpus = cache / "corpus" / pipeline._digest(sorted(data.paths or []), options.__dict__)
             corpus_id = json.loads((corpus / "manifest.json").read_text())["key"][:16]
         model = load_tokenizer(tokenizer, sequence_length)
