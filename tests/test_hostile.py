@@ -27,7 +27,8 @@ from elftools.elf.elffile import ELFFile
 from undertale.data.corpus.build import CorpusOptions, build_corpus
 from undertale.data.corpus.limits import OVER_MEMORY, OVER_SECTION, OVER_TIME, OVERLAPPING
 from undertale.data.corpus.read import FileResult, read_bytes, read_file
-from undertale.data.corpus.supervise import SupervisedPool, WorkerLost
+from undertale.data.corpus.supervise import SupervisedPool
+from undertale.runtime.errors import WorkerLost
 from undertale.data.corpus.verify import verify_corpus
 from undertale.settings.data import DataSettings, FileLimits
 
@@ -469,3 +470,21 @@ def test_the_data_settings_limits_reach_the_corpus_build(monkeypatch):
     DataConfig(source="binaries", paths=["/usr/bin/ls"], max_file_seconds=30, max_function_instructions=99).prepare(64)
     limits = seen["corpus_options"].limits
     assert (limits.max_file_seconds, limits.max_function_instructions) == (30, 99)
+
+
+def test_train_reports_a_lost_worker_in_one_line_with_exit_code_1(monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    import undertale.training.run as run
+    from undertale.training.entry import run_job
+
+    line = "corpus worker pid 77 was killed by signal 9 (SIGKILL) while reading /usr/bin/x; the build stopped"
+
+    def lose_a_worker(cfg):
+        raise WorkerLost(line)
+
+    monkeypatch.setattr(run, "train", lose_a_worker)
+    with pytest.raises(SystemExit) as exit:
+        run_job(OmegaConf.create({"task": {"monitor": "val/accuracy"}}))
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {line}"]

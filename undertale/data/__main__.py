@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from undertale.data.corpus.build import CorpusOptions, build_corpus
-from undertale.data.corpus.supervise import WorkerLost
+from undertale.runtime.errors import WorkerLost
 from undertale.data.encode import tokenize_corpus
 from undertale.data.pipeline import training_texts
 from undertale.settings.data import DEFAULT_MERGES, FileLimits

@@ -40,6 +40,13 @@ class Diverged(RuntimeError):
     exit_code = 1
 
 
+class WorkerLost(RuntimeError):
+    """A worker process of a data build died or failed (named with its pid, its file and its exit code or signal):
+    the build cannot finish, and writes no manifest. Exit code 1."""
+
+    exit_code = 1
+
+
 class Preempted(SystemExit):
     """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C), after saving a checkpoint when it could. Exit code
     128 + the signal.
@@ -58,7 +65,7 @@ class Preempted(SystemExit):
         return self.message
 
 
-STOPS = (UsageError, Diverged)
+STOPS = (UsageError, Diverged, WorkerLost)
 
 
 def first_line(error: BaseException | str, limit: int = 200) -> str:

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from undertale.training.checks import check_command_line, check_config, check_outputs, runs_root
-from undertale.runtime.errors import Diverged, Preempted, UsageError, report_usage_error
+from undertale.runtime.errors import Diverged, Preempted, UsageError, WorkerLost, report_usage_error
 from undertale.runtime.outputs import expected_failure
 from undertale.training.resume import resumption
 
@@ -65,7 +65,8 @@ def run_job(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg)
     except Exception as error:  # UsageError (ConfigError, RunError, OutputError), Diverged, Preempted
-        stop = error if isinstance(error, (Diverged, Preempted)) else expected_failure(error)  # a full disk, named so
+        stop = (error if isinstance(error, (Diverged, Preempted, WorkerLost))
+                else expected_failure(error))  # a full disk, named so
         if stop is None or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise  # a bug keeps its traceback; under -m, Hydra records the job as failed
         _fail(str(stop), stop.exit_code)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from undertale.data.corpus.limits import OVER_TIME
 from undertale.data.corpus.read import FileResult, read_file
-from undertale.data.corpus.supervise import WorkerLost
+from undertale.runtime.errors import WorkerLost
 from undertale.settings.data import FileLimits
 
 LOCAL = "local"

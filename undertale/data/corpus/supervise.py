@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from undertale.data.corpus.limits import resident_bytes
+from undertale.runtime.errors import WorkerLost
 from undertale.settings.data import FileLimits
 
 PENDING = object()  # what a job iterator yields when no job is ready yet (the pool asks again shortly)
@@ -46,12 +47,6 @@ _POLL_SECONDS = 0.25
 _PR_SET_PDEATHSIG = 1
 _DEFAULT = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _IGNORED = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-class WorkerLost(RuntimeError):
-    """A pool worker died or failed: the build cannot finish (no manifest is written). Exit code 1."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
