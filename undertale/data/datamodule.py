@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from undertale.data.dataset import TokenizedParquetDataset
 from undertale.data.encode import tokenized_files
+from undertale.data.pipeline import COMPLETE, PACKED
 from undertale.data.workers import PreemptibleLoader
 
 
@@ -149,7 +150,14 @@ class InstructionTraceDataModule(EpochDataModule):
     def _options(self) -> dict:
         return {"batch_size": None, "collate_fn": self.collator, "num_workers": self.num_workers,
                 "pin_memory": self.pin_memory, "persistent_workers": False,  # workers must see each set_epoch
-                "prefetch_factor": 4 if self.num_workers else None}
+                "prefetch_factor": 4 if self.num_workers else None, "unreadable_hint": self._unreadable_hint()}
+
+    def _unreadable_hint(self) -> str:
+        """What to do about a shard a loader worker cannot read: a prepared folder (the data cache's) is
+        prepared again once deleted; a user's own shards are theirs to replace."""
+        if any((self.directory / marker).is_file() for marker in (COMPLETE, PACKED)):
+            return f"the shard is damaged: delete {self.directory} and run again to rebuild it"
+        return "the shard is damaged: replace it"
 
     def train_dataloader(self) -> DataLoader:
         return self.epoch_loader(self.train_dataset, **self._options())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -182,7 +183,11 @@ class TokenizedParquetDataset(IterableDataset):
         return rank_start + start, rank_start + stop
 
     def read_rows(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
-        """Column chunks covering rows ``[start, stop)`` of the epoch's ordered stream."""
+        """Column chunks covering rows ``[start, stop)`` of the epoch's ordered stream.
+
+        Raises:
+            OSError: naming the shard and row group that cannot be read (a damaged or missing file).
+        """
         offset = 0
         handles: dict[str, pq.ParquetFile] = {}
         for unit in self.ordered_units():
@@ -192,9 +197,12 @@ class TokenizedParquetDataset(IterableDataset):
                 continue
             if unit_start >= stop:
                 break
-            if unit.path not in handles:
-                handles[unit.path] = pq.ParquetFile(unit.path)
-            table = handles[unit.path].read_row_group(unit.index, columns=list(COLUMNS))
+            try:
+                if unit.path not in handles:
+                    handles[unit.path] = pq.ParquetFile(unit.path)
+                table = handles[unit.path].read_row_group(unit.index, columns=list(COLUMNS))
+            except (OSError, pa.ArrowException) as error:
+                raise OSError(f"cannot read {unit.path} (row group {unit.index}): {error}") from error
             low, high = max(start, unit_start) - unit_start, min(stop, unit_stop) - unit_start
             yield {name: matrix(table.column(name))[low:high] for name in COLUMNS}
 

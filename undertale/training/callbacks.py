@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -29,13 +32,32 @@ def peak_flops(device: torch.device) -> Optional[float]:
     return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
+log = logging.getLogger(__name__)
+
+
 class DataEpoch(lightning.Callback):
-    """Tell the data module which epoch starts, so its streaming dataset reshuffles."""
+    """Tell the data module which epoch starts, so its streaming dataset reshuffles.
+
+    When training ends inside an epoch (``max_steps``, a stop signal), Lightning counts that epoch as done:
+    the run would report the next epoch, and a run continued from its last checkpoint with more steps would
+    skip the epoch's remaining batches. The epoch is kept unfinished instead, as in a checkpoint written
+    mid-epoch, so ``metrics.json``, ``last.ckpt`` and a continued run agree with the step count.
+    """
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "on_train_epoch_start"):
             datamodule.on_train_epoch_start()
+
+    def on_train_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        # runs before the checkpoint callbacks' on_train_end (Lightning puts them last), so last.ckpt has it too
+        fit = trainer.fit_loop
+        epochs, batches = fit.epoch_progress, fit.epoch_loop.batch_progress
+        if epochs.current.completed == epochs.current.started > 0 and batches.current.completed > 0 \
+                and not batches.is_last_batch:
+            for counts in (epochs.total, epochs.current):  # started, not processed: as a run stopped mid-epoch
+                counts.processed -= 1
+                counts.completed -= 1
 
 
 class ThroughputMonitor(lightning.Callback):
@@ -44,7 +66,8 @@ class ThroughputMonitor(lightning.Callback):
     ``train/mfu`` is model FLOPs over the card's dense bf16 *spec* peak (see
     :data:`undertale.runtime.environment.PEAK_BF16_TFLOPS`), on cards with a known peak.
     Tokens are counted on the device and read back only every
-    ``log_every_n_steps``, so the hot loop never waits on the host.
+    ``log_every_n_steps`` optimizer steps (the steps at which Lightning writes to the loggers), so the hot
+    loop never waits on the host.
 
     Arguments:
         flops_per_token: training FLOPs per token of the model (for MFU).
@@ -55,6 +78,7 @@ class ThroughputMonitor(lightning.Callback):
         self.tokens: Optional[torch.Tensor] = None
         self.started: Optional[float] = None
         self.peak: Optional[float] = None
+        self._logged_step: Optional[int] = None
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         self.peak = peak_flops(pl_module.device)
@@ -67,8 +91,10 @@ class ThroughputMonitor(lightning.Callback):
     def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         self.tokens += (batch["mask"] != 0).sum()
-        if not trainer.is_last_batch and (batch_idx + 1) % max(1, trainer.log_every_n_steps) != 0:
+        step = trainer.global_step
+        if step == self._logged_step or (step % max(1, trainer.log_every_n_steps) and not trainer.is_last_batch):
             return
+        self._logged_step = step
         elapsed = time.perf_counter() - self.started
         tokens = trainer.strategy.reduce(self.tokens.float(), reduce_op="sum")
         rate = float(tokens) / max(elapsed, 1e-9)
@@ -98,9 +124,84 @@ class ModelSummary(LightningModelSummary):
         rank_zero_info(line)
 
 
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
+
+
+class StepLog(lightning.Callback):
+    """One line every ``trainer.log_every_n_steps`` steps: step, loss, tokens/s, elapsed time and ETA; and one
+    after each validation with its metrics.
+
+    The lines go to the run's log (``train.log``) and, when stdout is not a terminal (``nohup``, SLURM, CI: no
+    progress bar is drawn there), to stdout too. Tokens per second are :class:`ThroughputMonitor`'s (listed
+    before this callback); the ETA extrapolates this process's seconds per step over the steps left.
+    """
+
+    def __init__(self):
+        self.started: Optional[float] = None
+        self.first_step = 0
+        self.total: float = math.inf
+        self._last_step: Optional[int] = None
+        self._to_stdout = False
+
+    def on_train_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        self.started = time.monotonic()
+        self.first_step = trainer.global_step  # a resumed run counts on from its checkpoint's step
+        self.total = trainer.estimated_stepping_batches
+        self._to_stdout = not sys.stdout.isatty()
+
+    def _write(self, line: str) -> None:
+        log.info(line)
+        if self._to_stdout:
+            print(line, flush=True)
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._last_step or step % max(1, trainer.log_every_n_steps) or self.started is None:
+            return
+        self._last_step = step
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        total = self.total
+        elapsed = time.monotonic() - self.started
+        per_step = elapsed / max(1, step - self.first_step)
+        parts = [f"step {step}/{total if math.isfinite(total) else '?'}"]
+        if "train/loss" in metrics:
+            parts.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "train/tokens_per_sec" in metrics:
+            parts.append(f"{float(metrics['train/tokens_per_sec']):,.0f} tokens/s")
+        parts += [f"elapsed {_duration(elapsed)}", f"ETA {_duration(per_step * max(0.0, total - step))}"]
+        self._write("  ".join(parts))
+
+    def on_validation_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self.started is None:
+            return
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")}
+        if metrics:
+            shown = "  ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
+            self._write(f"validation at step {trainer.global_step}: {shown}")
+
+
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, without the ``Epoch 1/-2`` of step-bounded runs (``max_epochs=-1``)
-    and without the logger's version number (``v_num``)."""
+    and without the logger's version number (``v_num``); on a resumed run it counts this epoch's batches from
+    where the run stopped, to the last batch this run will train in it.
+    """
+
+    @property
+    def total_train_batches(self) -> int | float:
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if trainer.max_steps is None or trainer.max_steps <= 0:
+            return batches
+        # Lightning's own is the steps left, counted from batch 0 even when a resumed run starts mid-epoch
+        fit = trainer.fit_loop
+        starting = fit.epoch_progress.current.ready > fit.epoch_progress.current.started  # on_train_epoch_start
+        done = 0 if starting else fit.epoch_loop.batch_progress.current.processed
+        left = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
+        return min(batches, done + left)
 
     def get_metrics(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -186,36 +287,63 @@ class NonFiniteLossGuard(lightning.Callback):
             rank_zero_info(f"step {step}: {what}; step skipped ({self.in_a_row} in a row)")
 
 
+class StopTraining(Exception):
+    """Raised by :class:`Preemption` to leave ``fit`` at once, from inside a validation; the checkpoint is saved,
+    and the training entry ends the run as preempted."""
+
+
 class Preemption(lightning.Callback):
-    """On SIGTERM or SIGUSR1, save ``last.ckpt`` at the next step boundary and stop.
+    """On SIGTERM, SIGUSR1 or Ctrl-C (SIGINT), save ``last.ckpt`` at the next step boundary and stop at once.
 
     SLURM sends SIGTERM before it kills a job, and SIGUSR1 ahead of the time
     limit with ``#SBATCH --signal=USR1@<seconds>``. The signal is forwarded to
     the other local ranks, and the ranks agree at each step so that all of them
-    save together. After ``fit``, :attr:`signum` is the signal received (None if none).
+    save together. Nothing runs after the save: no validation, no probes. A signal that arrives
+    during a validation ends it at its next batch, unfinished and not redone on resume (one process;
+    DDP ranks finish it, then stop at the next step). A second Ctrl-C aborts at once, without saving.
+
+    After ``fit``, :attr:`signum` is the signal that stopped training (None if none) and
+    :attr:`aborted` whether a second Ctrl-C aborted it.
     """
 
-    SIGNALS = PREEMPTION_SIGNALS  # the loader workers ignore them (undertale.data.workers)
+    SIGNALS = PREEMPTION_SIGNALS + (signal.SIGINT,)  # the loader workers let the first one pass (undertale.data.workers)
 
     def __init__(self):
         self.signum: Optional[int] = None
         self.saved: Optional[str] = None
+        self.aborted = False
         self._received: Optional[int] = None
         self._previous: dict[int, Any] = {}
         self._launcher: Any = None
+        self._announce = False
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         self._launcher = trainer.strategy.launcher
+        self._announce = trainer.is_global_zero
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in self.SIGNALS:  # replaces Lightning's handlers, which save nothing and exit 0
+        for signum in self.SIGNALS:  # replaces Lightning's handlers, which save nothing and exit 0 (or 1 on Ctrl-C)
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._received is None and self._launcher is not None and hasattr(self._launcher, "kill"):
-            self._launcher.kill(signum)  # the other local ranks, when this process started them
+        if signum == signal.SIGINT and self._received == signal.SIGINT:
+            self.aborted = True  # a second Ctrl-C: abort now, as Python does
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        if self._received is None:
+            if signum == signal.SIGINT and self._announce:  # a raw write: the handler may have interrupted a print
+                os.write(sys.stderr.fileno(), b"\nCtrl-C: saving at the end of this step, then stopping "
+                                              b"(Ctrl-C again aborts at once, without saving)\n")
+            if self._launcher is not None and hasattr(self._launcher, "kill"):
+                self._launcher.kill(signum)  # the other local ranks, when this process started them
         self._received = signum
+
+    def _stop(self, trainer: lightning.Trainer) -> None:
+        self.signum = self._received or signal.SIGTERM
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, RunCheckpoint) and checkpoint.write_last(trainer):
+            self.saved = str(checkpoint.last_path)
 
     def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -224,11 +352,18 @@ class Preemption(lightning.Callback):
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
         if not received:
             return
-        self.signum = self._received or signal.SIGTERM
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, RunCheckpoint) and checkpoint.write_last(trainer):
-            self.saved = str(checkpoint.last_path)
+        self._stop(trainer)
         trainer.should_stop = True
+        trainer.limit_val_batches = 0  # Lightning validates once more before it stops: not now
+
+    def on_validation_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # one process only: DDP ranks may hold different numbers of validation batches, so they could not agree
+        # on one batch to stop at
+        if self._received is None or trainer.world_size > 1 or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._stop(trainer)  # the weights are those of the last step; this validation is dropped, not redone
+        raise StopTraining(self.message(trainer.global_step))
 
     def teardown(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, stage: str) -> None:
         for signum, handler in self._previous.items():
@@ -236,9 +371,11 @@ class Preemption(lightning.Callback):
         self._previous = {}
 
     def message(self, step: int) -> str:
+        """What stopped training and what was saved, in one line."""
         name = signal.Signals(self.signum).name if self.signum else "signal"
+        what = "interrupted by SIGINT (Ctrl-C)" if self.signum == signal.SIGINT else f"preempted by {name}"
         where = f"saved {self.saved}" if self.saved else "no checkpoint saved (checkpointing is off)"
-        return f"preempted by {name} at step {step}: {where}"
+        return f"{what} at step {step}: {where}"
 
 
 def slurm_requeue() -> Optional[str]:

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,10 +31,12 @@ from undertale.settings.store import call_with_offered
 from undertale.runtime.environment import environment, resolve_compile, resolve_precision
 from undertale.runtime.runs import RunDirectory
 from undertale.tasks import Task, TaskParts
-from undertale.training.callbacks import DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, ThroughputMonitor, slurm_requeue
+from undertale.data.workers import loader_failure
+from undertale.training.callbacks import (DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, StepLog, StopTraining,
+                                          ThroughputMonitor, slurm_requeue)
 from undertale.training.checkpointing import AtomicCheckpointIO
 from undertale.training.checks import check_config
-from undertale.runtime.errors import ConfigError, Diverged, Preempted, RunError
+from undertale.runtime.errors import ConfigError, Diverged, Preempted, RunError, first_line
 from undertale.training.history import METRIC_PREFIXES, checkpoint_step, latest_metrics
 from undertale.training.loggers import build_loggers, finish_wandb, wandb_logger
 from undertale.training.resume import LATEST, resumption
@@ -61,6 +65,9 @@ class _DropNoise(logging.Filter):
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_DropNoise())
+
+log = logging.getLogger(__name__)  # the run's log (train.log under Hydra)
+STOPPED = ("preempted", "interrupted")  # a signal stopped training after a checkpoint (metrics.json's status)
 
 
 def _hydra() -> Optional[HydraConfig]:
@@ -113,7 +120,7 @@ def _callbacks(cfg: DictConfig, run: RunDirectory, tokenizer: Path, flops_per_to
         if options is None:
             continue
         callbacks.append(call_with_offered(instantiate(options, _partial_=True, _convert_="all"), offered))
-    return callbacks + [DataEpoch(), ThroughputMonitor(flops_per_token), ModelSummary()]
+    return callbacks + [DataEpoch(), ThroughputMonitor(flops_per_token), StepLog(), ModelSummary()]
 
 
 def _start(cfg: DictConfig) -> tuple[DictConfig, RunDirectory, Optional[Path], dict]:
@@ -149,7 +156,9 @@ def train(cfg: DictConfig) -> dict:
         ConfigError: a value that cannot run (raised before any work).
         RunError: settings that cannot run together, with what to do instead.
         Diverged: the loss became non-finite.
-        Preempted: a preemption signal stopped training after a checkpoint.
+        LoaderFailed: a loader worker failed or died (one line naming it; its workers are ended).
+        Preempted: a signal stopped training (SIGTERM, SIGUSR1, Ctrl-C: after saving a checkpoint; a second
+            Ctrl-C: at once). A ``SystemExit`` with code 128 + the signal; its notice is printed on stderr.
     """
     started = time.perf_counter()
     cfg, run, checkpoint, wandb_run = _start(cfg)
@@ -185,31 +194,61 @@ def train(cfg: DictConfig) -> dict:
         experiment = logger.experiment
         run.wandb_file.write_text(json.dumps({"id": experiment.id, "name": experiment.name, "group": experiment.group}))
 
+    guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
+    preemption = next((c for c in callbacks if isinstance(c, Preemption)), None)
     status = "failed"
     try:
-        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-        guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
-        preemption = next((c for c in callbacks if isinstance(c, Preemption)), None)
-        status = "diverged" if guard and guard.diverged else "preempted" if preemption and preemption.signum else "finished"
+        try:
+            trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+        except StopTraining:  # a signal during a validation: saved, and fit left at once
+            pass
+        status = "diverged" if guard and guard.diverged else _stop_status(preemption) or "finished"
         metrics = _summarise(trainer, run, task, parts, loggers, started, status) if trainer.is_global_zero else {}
     except BaseException as error:
+        aborted = preemption is not None and preemption.aborted
+        failure = None if aborted else loader_failure(error)  # a loader worker's, in one line, its workers ended
+        status = "aborted" if aborted else "failed"
         if trainer.is_global_zero:  # a crashed run still says what happened, in valid JSON
+            reason = "a second Ctrl-C" if aborted else f"{type(failure or error).__name__}: {first_line(failure or error, 2000)}"
             run.metrics.write_text(json.dumps({
-                "status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                "status": status, "error": reason,
                 "global_step": trainer.global_step, "world_size": trainer.world_size,
                 "seconds": round(time.perf_counter() - started, 1), "run_dir": str(run.path),
             }, indent=2))
+        if aborted:
+            raise _stopped(trainer, run, signal.SIGINT, f"aborted by a second Ctrl-C at step {trainer.global_step}, "
+                                                        "not saved") from None
+        if failure is not None:
+            if failure.details:
+                log.info("the loader worker's traceback:\n%s", failure.details)
+            raise failure from None
         raise
     finally:
         finish_wandb(loggers, status)
     if status == "diverged":
         raise Diverged(guard.diverged)
-    if status == "preempted":
+    if status in STOPPED:
         message = preemption.message(trainer.global_step)
-        if trainer.is_global_zero and (requeued := slurm_requeue()):
+        if status == "preempted" and trainer.is_global_zero and (requeued := slurm_requeue()):
             message += f"; {requeued}"
-        raise Preempted(preemption.signum, message + f"; continue with: python train.py resume={run.path}")
+        raise _stopped(trainer, run, preemption.signum, message)
     return metrics
+
+
+def _stop_status(preemption: Optional[Preemption]) -> Optional[str]:
+    """``preempted`` (SIGTERM, SIGUSR1) or ``interrupted`` (Ctrl-C) when a signal stopped training, else None."""
+    if preemption is None or not preemption.signum:
+        return None
+    return "interrupted" if preemption.signum == signal.SIGINT else "preempted"
+
+
+def _stopped(trainer: lightning.Trainer, run: RunDirectory, signum: int, message: str) -> Preempted:
+    """The stop to raise, its notice printed (once, not as an error): what stopped, what was saved, how to go on."""
+    if run.last_checkpoint.is_file():
+        message += f"; continue with: python train.py resume={run.path}"
+    if trainer.is_global_zero:
+        print(message, file=sys.stderr, flush=True)
+    return Preempted(signum, message)
 
 
 def _finite(value: Any) -> Any:
