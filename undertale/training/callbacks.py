@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from undertale.data.workers import PREEMPTION_SIGNALS
+from undertale.data.workers import STOP_SIGNALS
 from undertale.runtime.environment import peak_bf16_flops
 from undertale.models.flops import count_parameters, training_flops_per_token
 from undertale.training.checkpointing import RunCheckpoint
@@ -306,7 +306,7 @@ class Preemption(lightning.Callback):
     :attr:`aborted` whether a second Ctrl-C aborted it.
     """
 
-    SIGNALS = PREEMPTION_SIGNALS + (signal.SIGINT,)  # the loader workers let the first one pass (undertale.data.workers)
+    SIGNALS = STOP_SIGNALS  # the loader workers let the first one pass (undertale.data.workers)
 
     def __init__(self):
         self.signum: Optional[int] = None

@@ -32,8 +32,8 @@ from undertale.runtime.environment import environment, resolve_compile, resolve_
 from undertale.runtime.runs import RunDirectory
 from undertale.tasks import Task, TaskParts
 from undertale.data.workers import loader_failure
-from undertale.training.callbacks import (DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, StepLog, StopTraining,
-                                          ThroughputMonitor, slurm_requeue)
+from undertale.training.callbacks import (DataEpoch, ModelSummary, NonFiniteLossGuard, Preemption, StepLog,
+                                          StopTraining, ThroughputMonitor, slurm_requeue)
 from undertale.training.checkpointing import AtomicCheckpointIO
 from undertale.training.checks import check_config
 from undertale.runtime.errors import ConfigError, Diverged, Preempted, RunError, first_line
@@ -209,7 +209,8 @@ def train(cfg: DictConfig) -> dict:
         failure = None if aborted else loader_failure(error)  # a loader worker's, in one line, its workers ended
         status = "aborted" if aborted else "failed"
         if trainer.is_global_zero:  # a crashed run still says what happened, in valid JSON
-            reason = "a second Ctrl-C" if aborted else f"{type(failure or error).__name__}: {first_line(failure or error, 2000)}"
+            stop = failure or error
+            reason = "a second Ctrl-C" if aborted else f"{type(stop).__name__}: {first_line(stop, 2000)}"
             run.metrics.write_text(json.dumps({
                 "status": status, "error": reason,
                 "global_step": trainer.global_step, "world_size": trainer.world_size,
