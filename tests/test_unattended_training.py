@@ -7,12 +7,14 @@ Real processes and real signals, on the shared session cache (a test that damage
 import csv
 import json
 import os
+import queue
 import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +27,7 @@ from undertale.data.workers import LoaderFailed, PreemptibleLoader, loader_failu
 from undertale.runtime.runs import RunDirectory
 from undertale.training.callbacks import ProgressBar
 
-from helpers import ROOT, exit_code, run_script, small, start_script, train_in_process
+from helpers import ROOT, exit_code, small, start_script, train_in_process
 
 STEP_LINE = re.compile(r"^step (\d+)/(\d+)  loss \d+\.\d+  [\d,]+ tokens/s  elapsed \d+:\d\d:\d\d  ETA \d+:\d\d:\d\d$")
 
@@ -35,8 +37,8 @@ def error_lines(stderr: str) -> list[str]:
 
 
 class Training:
-    """``train.py`` in a process group of its own (as a cluster job step or a terminal's foreground job), stdout
-    read line by line as it runs, stderr into a file."""
+    """``train.py`` in a process group of its own (as a cluster job step or a terminal's foreground job), its
+    stdout lines read as they come, its stderr into a file."""
 
     def __init__(self, arguments: list[str], directory: Path):
         self.stderr_path = directory / "stderr.txt"
@@ -44,27 +46,46 @@ class Training:
             self.process = start_script("train.py", *arguments, stdout=subprocess.PIPE, stderr=stderr,
                                         start_new_session=True)
         self.lines: list[str] = []
+        self._lines: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
 
     def read_until(self, prefix: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise AssertionError(f"no line {prefix!r} in {timeout} s:\n{self.stderr[-3000:]}") from None
+            if line is None:
+                ended = self.process.wait(timeout=60)
+                raise AssertionError(f"train.py ended ({ended}) before {prefix!r}:\n{self.stderr[-3000:]}")
+            self.lines.append(line)
             if line.startswith(prefix):
                 return
-            assert time.monotonic() < deadline, f"no line {prefix!r} in time"
-        raise AssertionError(f"train.py ended ({self.process.wait()}) before {prefix!r}:\n{self.stderr[-3000:]}")
 
     def signal(self, signum: int) -> float:
         os.killpg(self.process.pid, signum)  # the whole group: the loader worker gets it too
         return time.monotonic()
 
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
     def wait(self, timeout: float = 60) -> int:
         try:
-            rest, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.lines += rest.splitlines()
+            self.stop()
+        self._reader.join(timeout=10)
+        while (line := self._lines.get_nowait() if not self._lines.empty() else None) is not None:
+            self.lines.append(line)
         return self.process.returncode
 
     @property
@@ -72,10 +93,10 @@ class Training:
         return self.stderr_path.read_text()
 
 
-@pytest.mark.e2e
-def test_a_loader_worker_that_cannot_read_its_shard_ends_the_run_in_one_line(cache, tmp_path):
-    """A damaged shard the cache's own checks miss (its size and modification time unchanged): the worker's error
-    used to leave train.py waiting forever in multiprocessing's exit handler."""
+def test_a_loader_worker_that_cannot_read_its_shard_ends_the_run_in_one_line(cache, tmp_path, capsys):
+    """A damaged shard the cache's own checks miss (its size and modification time unchanged). train.py used to
+    print the worker's traceback and then wait forever in multiprocessing's exit handler (that wait is
+    ``test_a_process_that_exits_while_its_loader_runs_does_not_wait_for_the_workers``)."""
     copy = Path(shutil.copytree(cache, tmp_path / "cache"))  # never damage the shared cache
     shards = sorted(copy.glob("packed/*/train/shard-00000.parquet"))
     assert shards, "the session cache has packed shards"
@@ -89,12 +110,13 @@ def test_a_loader_worker_that_cannot_read_its_shard_ends_the_run_in_one_line(cac
     run = RunDirectory(tmp_path / "run")
 
     started = time.monotonic()
-    result = run_script("train.py", *small(copy, steps=4, logger=None), "data.num_workers=2",
-                        f"hydra.run.dir={run.path}", check=False, timeout=120)
+    code = exit_code(train_in_process, *small(copy, steps=4, logger=None), "data.num_workers=2",
+                     f"hydra.run.dir={run.path}")
+    stderr = capsys.readouterr().err
     assert time.monotonic() - started < 60, "the run ends once the worker fails"
-    assert result.returncode == 2, f"exit {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    [line] = error_lines(result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert code == 2, f"exit {code}:\n{stderr[-3000:]}"
+    [line] = error_lines(stderr)
+    assert "Traceback" not in stderr, stderr[-3000:]
     assert re.match(r"error: loader worker \d \(pid \d+\) failed: OSError: cannot read .*shard-00000\.parquet "
                     r"\(row group \d+\): .+; the shard is damaged: delete .+ and run again to rebuild it$", line), line
     assert any(str(shard) in line for shard in shards), line
