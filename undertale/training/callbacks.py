@@ -132,9 +132,10 @@ class StepLog(lightning.Callback):
     """One line every ``trainer.log_every_n_steps`` steps: step, loss, tokens/s, elapsed time and ETA; and one
     after each validation with its metrics.
 
-    The lines go to the run's log (``train.log``) and, when stdout is not a terminal (``nohup``, SLURM, CI: no
-    progress bar is drawn there), to stdout too. Tokens per second are :class:`ThroughputMonitor`'s (listed
-    before this callback); the ETA extrapolates this process's seconds per step over the steps left.
+    The lines go to the run's log (``train.log``) and to stdout when no progress bar is drawn there: stdout is
+    not a terminal (``nohup``, SLURM, CI), or the run has none (``callbacks.progress_bar=null``). Tokens per
+    second are :class:`ThroughputMonitor`'s (listed before this callback); the ETA extrapolates this process's
+    seconds per step over the steps left.
     """
 
     def __init__(self):
@@ -148,7 +149,7 @@ class StepLog(lightning.Callback):
         self.started = time.monotonic()
         self.first_step = trainer.global_step  # a resumed run counts on from its checkpoint's step
         self.total = trainer.estimated_stepping_batches
-        self._to_stdout = not sys.stdout.isatty()
+        self._to_stdout = not sys.stdout.isatty() or trainer.progress_bar_callback is None
 
     def _write(self, line: str) -> None:
         log.info(line)

@@ -24,6 +24,7 @@ import lightning
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -187,6 +188,8 @@ def train(cfg: DictConfig) -> dict:
     trainer: lightning.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run.path),
         precision=resolve_precision(cfg.trainer.precision, accelerator), plugins=[AtomicCheckpointIO()],
+        # callbacks.progress_bar=null draws none (Lightning would draw its own); StepLog's lines tell the progress
+        enable_progress_bar=any(isinstance(callback, LightningProgressBar) for callback in callbacks),
     )
     if rank_zero and not cfg.get("resume"):  # a resumed run keeps the files it started with
         _write_run_files(run, cfg, parts.tokenizer, env)
