@@ -7,8 +7,9 @@
     python train.py resume=outputs/train/runs/<time>  # continue a run (resume=latest: the newest one)
     python train.py --help                            # the config groups and their options
 
-Exit codes: 0 finished, 1 failed or diverged, 2 a config mistake (one line on stderr, before any work),
-128 + the signal number when preempted by SIGTERM (143) or SIGUSR1 (138).
+Exit codes: 0 finished; 1 failed (a bug), diverged, or a corpus-build worker lost; 2 a config, resume, input
+or output mistake, a full disk, an unreadable data shard or a killed loader worker (one line on stderr);
+128 + the signal number when stopped by SIGTERM (143), SIGUSR1 (138) or Ctrl-C (130). README, "Unattended runs".
 """
 
 from undertale.commands.train import main

@@ -64,7 +64,7 @@ def run_job(cfg: DictConfig) -> float:
 
     try:
         metrics = train(cfg)
-    except Exception as error:  # UsageError (ConfigError, RunError, OutputError), Diverged, Preempted
+    except Exception as error:  # UsageError (ConfigError, RunError, OutputError), Diverged, WorkerLost, a full disk
         stop = (error if isinstance(error, (Diverged, Preempted, WorkerLost))
                 else expected_failure(error))  # a full disk, named so
         if stop is None or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
