@@ -306,7 +306,7 @@ def test_a_pretrained_run_of_another_size_or_tokenizer_fails_in_one_line(pairs, 
         "model=small": "model sizes differ from pretrained",
         f"data.tokenizer={tmp_path / 'other.json'}": "differs from the tokenizer of pretrained",
         f"pretrained={tmp_path}": "has no config.yaml",
-        "data.pairs=/nonexistent": "is not a directory",
+        "data.pairs=/nonexistent": "data.pairs: /nonexistent does not exist",
         f"data.tokenizer={tmp_path / 'missing.json'}": "does not exist",
         "data.batch_size=100000": "lower data.batch_size",
         "data.compilers=[clang]": "data.compilers holds 'clang'",
@@ -391,4 +391,5 @@ def test_a_fine_tuning_run_resumes_where_it_stopped(ddp_run, tmp_path):
     metrics = json.loads((copy / "metrics.json").read_text())
     assert metrics["global_step"] == 6 and metrics["world_size"] == 2 and metrics["status"] == "finished"
     steps = [int(row["step"]) for row in csv.DictReader((copy / "csv" / "metrics.csv").open()) if row.get("train/loss")]
-    assert steps == [5, 6], "the resumed run logs only its own two steps (Lightning counts them 5 and 6), not 1-4 again"
+    assert steps == [0, 1, 2, 3, 5, 6], ("the rows before the resume are kept, and the resumed run adds only its own "
+                                        "two steps (Lightning counts them 5 and 6), not 1-4 again")

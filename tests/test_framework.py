@@ -289,7 +289,7 @@ def test_every_option_of_every_group_composes(group):
         else:
             assert resolved[group] is not None, option
         if option in ("pairs", "similarity"):
-            with pytest.raises(ConfigError, match="pairs=/nonexistent is not a directory"):
+            with pytest.raises(ConfigError, match="data.pairs: /nonexistent does not exist"):
                 check_config(config)
             continue
         check_config(config)

@@ -156,7 +156,7 @@ def test_hostile_files_are_skipped_and_counted_by_reason(hostile, tmp_path):
 
 
 @pytest.mark.parametrize("limits, reason", [(FileLimits(max_file_seconds=0.05), OVER_TIME),
-                                            (FileLimits(max_file_memory_mb=8), OVER_MEMORY)])
+                                            (FileLimits(max_file_memory_mb=1), OVER_MEMORY)])
 def test_a_file_over_its_time_or_memory_is_skipped_and_no_input(hostile, tmp_path, limits, reason):
     """What time and memory a file takes depends on the machine: a file skipped for them is left out of the
     inputs and the fingerprint, so the corpus is the one built without it (fingerprint and shards alike)."""

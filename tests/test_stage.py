@@ -256,7 +256,7 @@ def test_missing_system_header_names_the_package(tmp_path, capsys):
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     assert main(["stage", str(dataset), str(tmp_path / "src"), "--build", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == "error: <no_such_header_xyz.h> not found: install libxyz-dev\n"
+    assert capsys.readouterr().err == "error: <no_such_header_xyz.h> not found by gcc: install libxyz-dev\n"
 
 
 def test_parse_sources_and_versions():
