@@ -171,3 +171,15 @@ def shared_directory(tmp_path_factory, worker_id: str, name: str, build: Callabl
             build(directory)
             done.touch()
     return directory
+
+
+def validation_mrr_before_and_after(parts, steps: int) -> tuple[float, float]:
+    """``val/mrr`` of a built ``task=similarity`` (``task.build``) before and after ``steps`` training steps."""
+    import lightning
+
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                                check_val_every_n_epoch=100)
+    before = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    return before, trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]

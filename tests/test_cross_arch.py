@@ -17,7 +17,7 @@ import lightning
 import pytest
 
 from tests.conftest import generated_project
-from tests.helpers import app_in_process, run_script
+from tests.helpers import app_in_process, run_script, validation_mrr_before_and_after
 from undertale.training.checks import compose_command_line
 
 CROSS = ("aarch64-linux-gnu-gcc", "i686-linux-gnu-gcc")
@@ -96,12 +96,7 @@ def test_a_few_steps_on_cross_architecture_pairs_raise_validation_mrr_above_its_
     parts = task.build(cfg, progress=False)
     queries, partners = parts.datamodule.validation_texts()
     assert len(queries) >= 20 and not any(query == partner for query, partner in zip(queries, partners))
-    trainer = lightning.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                                check_val_every_n_epoch=100)
-    before = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
-    trainer.fit(parts.module, datamodule=parts.datamodule)
-    after = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
+    before, after = validation_mrr_before_and_after(parts, steps)
     assert after > before + 0.05, (before, after)
 
 

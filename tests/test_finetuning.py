@@ -19,7 +19,8 @@ from undertale.models.similarity import (InstructionTraceTransformerEncoderForSi
 from undertale.runtime.runs import RunDirectory
 from undertale.training.checks import ConfigError, check_config, compose_command_line
 
-from helpers import app_in_process, exit_code, one_line_error, run_script, train_in_process
+from helpers import (app_in_process, exit_code, one_line_error, run_script, train_in_process,
+                     validation_mrr_before_and_after)
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -235,12 +236,7 @@ def test_a_few_steps_raise_validation_mrr_above_its_start(pairs, trained_run):
     task.check(cfg)
     lightning.seed_everything(0)
     parts = task.build(cfg, progress=False)
-    trainer = lightning.Trainer(accelerator="cpu", max_steps=24, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                                check_val_every_n_epoch=100)
-    before = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
-    trainer.fit(parts.module, datamodule=parts.datamodule)
-    after = trainer.validate(parts.module, datamodule=parts.datamodule, verbose=False)[0]["val/mrr"]
+    before, after = validation_mrr_before_and_after(parts, 24)
     assert after > before + 0.05, (before, after)
 
 

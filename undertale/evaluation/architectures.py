@@ -42,16 +42,16 @@ def files_by_architecture(files: Sequence[Path]) -> Iterator[dict[str, list[Path
     with tempfile.TemporaryDirectory(prefix="undertale-architectures-") as temporary:
         split: dict[str, list[Path]] = {}
         for name in names:
-            directory = Path(temporary) / name
-            directory.mkdir()
-            for index, path in enumerate(files):
-                table = pq.read_table(path)
+            (Path(temporary) / name).mkdir()
+        for index, path in enumerate(files):  # each shard read once, cut by architecture
+            table = pq.read_table(path)
+            for name in names:
                 rows = table.filter(pc.equal(table["architecture"], name))
                 if rows.num_rows:
-                    target = directory / f"shard-{index:05d}.parquet"
+                    target = Path(temporary) / name / f"shard-{index:05d}.parquet"
                     pq.write_table(rows, target)
                     split.setdefault(architecture_name(name), []).append(target)
-        yield split
+        yield dict(sorted(split.items()))
 
 
 def architecture_table(result: dict) -> str:
